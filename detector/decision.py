@@ -1,0 +1,232 @@
+"""From drift statistics to alerts: false-alarm budget, hysteresis and cooldown.
+
+A column *fires* in a window when its test is significant at the budgeted level **and** its PSI
+reaches the warning threshold. Significance alone would fire on tiny, harmless differences once
+windows are large; the effect size alone would fire on noise once windows are small. Per column an
+incident is a small state machine::
+
+    closed --fire--> open --PSI rises past critical--> update (escalations only, no flapping)
+    open --calm for ``resolve_after`` evaluations--> resolved (cooldown) --> closed
+
+so one drift gives one ``open`` record, an ``update`` when its severity changes, and a
+``resolved`` record when it ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from detector.drift import DriftReport
+from detector.errors import SnapshotError
+from detector.reference import Role
+
+Status = Literal["open", "update", "resolved"]
+Severity = Literal["info", "warning", "critical"]
+
+KIND_OF_ROLE: dict[str, str] = {
+    "feature": "feature_drift",
+    "prediction": "prediction_drift",
+    "confidence": "confidence_drift",
+}
+_SEVERITIES: tuple[Severity, ...] = ("info", "warning", "critical")
+
+
+@dataclass(frozen=True)
+class AlertDecision:
+    """One alert record decided by the core, before the stream layer adds ids and sources.
+
+    ``incident`` is the pane at which the incident opened: ``open``, ``update`` and ``resolved``
+    records of one incident share it.
+    """
+
+    kind: str
+    status: Status
+    severity: Severity
+    columns: tuple[str, ...]
+    statistic: str
+    value: float
+    threshold: float
+    p_value: float | None
+    event_index: int
+    pane: int
+    incident: int
+    window_start_ts: int
+    window_end_ts: int
+    window_events: int
+    message: str
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+
+
+class DriftPolicy:
+    """Turns :class:`~detector.drift.DriftReport` rows into :class:`AlertDecision` records.
+
+    Parameters
+    ----------
+    names, roles
+        Monitored columns and their roles, as in the report.
+    panes_per_window
+        Evaluations per window length; overlapping windows share events, so the budget is spread
+        over this many tests per window.
+    false_alarm_rate
+        Expected false alarms per window length of a stable stream, over all columns together
+        (Bonferroni over columns and the evaluations of one window).
+    psi_warning, psi_critical
+        PSI at which an incident opens as ``warning`` / is ``critical`` (0.1 / 0.25 are the usual
+        "moderate" / "major shift" marks).
+    psi_resolve
+        An open incident calms down while its PSI stays below this and its test is not significant.
+    resolve_after
+        Consecutive calm evaluations before ``resolved`` (default: one window, so the drifted events
+        have left it).
+    cooldown
+        Evaluations after ``resolved`` during which the column cannot open again (default: one window).
+
+    Examples
+    --------
+    >>> from detector.drift import DriftReport
+    >>> pol = DriftPolicy(("x",), ("feature",), panes_per_window=1, resolve_after=1, cooldown=0)
+    >>> def rep(v, p):
+    ...     one = np.array([[v]])
+    ...     z = np.zeros(1, dtype=np.int64)
+    ...     return DriftReport(("x",), ("feature",), np.ones(1, bool), z, z, z + 500, z, z,
+    ...                        one, one, one, np.array([[p]]), one * 0, one * 0)
+    >>> [d.status for d in pol.decide(rep(0.3, 1e-9))], [d.status for d in pol.decide(rep(0.01, 0.5))]
+    (['open'], ['resolved'])
+    """
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        roles: Sequence[Role],
+        *,
+        panes_per_window: int,
+        false_alarm_rate: float = 1e-3,
+        psi_warning: float = 0.1,
+        psi_critical: float = 0.25,
+        psi_resolve: float = 0.05,
+        resolve_after: int | None = None,
+        cooldown: int | None = None,
+    ) -> None:
+        if not 0 < false_alarm_rate < 1:
+            raise ValueError(f"false_alarm_rate must be in (0, 1), got {false_alarm_rate}")
+        if not 0 < psi_resolve <= psi_warning <= psi_critical:
+            raise ValueError("thresholds must satisfy 0 < psi_resolve <= psi_warning <= psi_critical")
+        if panes_per_window < 1:
+            raise ValueError(f"panes_per_window must be >= 1, got {panes_per_window}")
+        self.names = tuple(names)
+        self.roles = tuple(roles)
+        self.panes_per_window = panes_per_window
+        self.false_alarm_rate = false_alarm_rate
+        self.psi_warning = psi_warning
+        self.psi_critical = psi_critical
+        self.psi_resolve = psi_resolve
+        self.resolve_after = panes_per_window if resolve_after is None else resolve_after
+        self.cooldown = panes_per_window if cooldown is None else cooldown
+        self.alpha = false_alarm_rate / (max(len(self.names), 1) * panes_per_window)
+        self._reset()
+
+    def _reset(self) -> None:
+        n = len(self.names)
+        self._severity = np.zeros(n, dtype=np.int8)  # 0 closed, else index into _SEVERITIES
+        self._incident = np.full(n, -1, dtype=np.int64)
+        self._calm = np.zeros(n, dtype=np.int64)
+        self._cooldown = np.zeros(n, dtype=np.int64)
+        self._peak = np.zeros(n, dtype=np.float64)
+
+    def snapshot(self) -> dict[str, npt.NDArray[Any]]:
+        """State as arrays."""
+        return {k: getattr(self, "_" + k).copy() for k in ("severity", "incident", "calm", "cooldown", "peak")}
+
+    def restore(self, state: Mapping[str, npt.NDArray[Any]]) -> None:
+        """Continue from a :meth:`snapshot`."""
+        for k in ("severity", "incident", "calm", "cooldown", "peak"):
+            if k not in state or np.shape(state[k]) != (len(self.names),):
+                raise SnapshotError(f"policy snapshot has no {k!r} for {len(self.names)} columns")
+            cur = getattr(self, "_" + k)
+            setattr(self, "_" + k, np.array(state[k], dtype=cur.dtype))
+
+    def decide(self, report: DriftReport) -> list[AlertDecision]:
+        """Alert records for every evaluation of ``report``, in stream order."""
+        if len(report) == 0:
+            return []
+        psi = np.nan_to_num(report.psi, nan=0.0)
+        p = np.nan_to_num(report.p_value, nan=1.0)
+        fire = (p < self.alpha) & (psi >= self.psi_warning)
+        calm = (psi < self.psi_resolve) & ~fire
+        severity = np.where(psi >= self.psi_critical, 2, 1).astype(np.int8)
+        # Nothing open and nothing firing: only cooldowns tick.
+        if not fire.any() and not self._severity.any():
+            np.maximum(self._cooldown - len(report), 0, out=self._cooldown)
+            return []
+        out: list[AlertDecision] = []
+        for e in range(len(report)):
+            is_open = self._severity > 0
+            opening = fire[e] & ~is_open & (self._cooldown == 0)
+            for j in np.flatnonzero(opening):
+                self._incident[j] = report.pane[e]
+                self._severity[j] = severity[e, j]
+                self._peak[j] = psi[e, j]
+                self._calm[j] = 0
+                out.append(self._decision(report, e, int(j), "open"))
+            still = is_open & ~opening
+            self._peak[still] = np.maximum(self._peak[still], psi[e, still])
+            escalating = still & fire[e] & (severity[e] > self._severity)
+            for j in np.flatnonzero(escalating):
+                self._severity[j] = severity[e, j]
+                out.append(self._decision(report, e, int(j), "update"))
+            self._calm[still] = np.where(calm[e, still], self._calm[still] + 1, 0)
+            for j in np.flatnonzero(still & (self._calm >= self.resolve_after)):
+                out.append(self._decision(report, e, int(j), "resolved"))
+                self._severity[j] = 0
+                self._calm[j] = 0
+                self._cooldown[j] = self.cooldown + 1
+            np.maximum(self._cooldown - 1, 0, out=self._cooldown)
+        return out
+
+    def _decision(self, r: DriftReport, e: int, j: int, status: Status) -> AlertDecision:
+        name, role = self.names[j], self.roles[j]
+        kind = KIND_OF_ROLE[role]
+        value = float(np.nan_to_num(r.psi[e, j]))
+        pv = float(r.p_value[e, j])
+        test = "ks" if r.is_numeric[j] else "chi2"
+        sev: Severity = _SEVERITIES[int(self._severity[j])] if status != "resolved" else "info"
+        what = {"feature": f"feature {name!r}", "prediction": "the prediction", "confidence": "the confidence"}[role]
+        if status == "resolved":
+            message = f"{what} is back to its baseline distribution (PSI {value:.3f}, peak {self._peak[j]:.3f})"
+        else:
+            message = (
+                f"{what} drifted from its baseline: PSI {value:.3f} >= {self.psi_warning} "
+                f"({test} p={pv:.2e}, budgeted alpha {self.alpha:.1e})"
+            )
+        return AlertDecision(
+            kind=kind,
+            status=status,
+            severity=sev,
+            columns=(name,) if role == "feature" else (),
+            statistic="psi",
+            value=value,
+            threshold=self.psi_resolve if status == "resolved" else self.psi_warning,
+            p_value=None if np.isnan(pv) else pv,
+            event_index=int(r.event_index[e]),
+            pane=int(r.pane[e]),
+            incident=int(self._incident[j]),
+            window_start_ts=int(r.start_ts[e]),
+            window_end_ts=int(r.end_ts[e]),
+            window_events=int(r.n_events[e]),
+            message=message,
+            evidence={
+                "column": name,
+                "test": test,
+                "alpha": self.alpha,
+                "js_distance": float(np.nan_to_num(r.js[e, j])),
+                "ks_statistic": None if np.isnan(r.ks[e, j]) else float(r.ks[e, j]),
+                "psi_peak": float(self._peak[j]),
+                "missing_rate": float(np.nan_to_num(r.missing_rate[e, j])),
+                "unseen_rate": float(np.nan_to_num(r.unseen_rate[e, j])),
+            },
+        )

@@ -1,0 +1,206 @@
+"""Rolling drift statistics of every monitored column against a :class:`~detector.reference.Reference`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from detector.reference import Reference, Role
+from detector.schema import MISSING, UNSEEN, EventBatch
+from detector.stats import chi2_homogeneity, js_distance, ks_binned, psi
+from detector.window import PaneWindow
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+_ROWS = 1024  # rows binned per block
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    """Drift statistics of every window evaluated during one update.
+
+    Rows are evaluations (pane closes), columns are the reference's monitored columns in
+    :attr:`names` order (numeric first). ``p_value`` comes from a KS test for numeric columns and a
+    chi-square test for categorical ones; ``ks`` is NaN for categorical columns.
+
+    Attributes
+    ----------
+    names, roles : monitored columns and their roles (feature, prediction, confidence)
+    is_numeric : (n_columns,) bool
+    event_index, pane, n_events, start_ts, end_ts : (n_evals,) as in :class:`~detector.window.WindowCloses`
+    psi, js, ks, p_value : (n_evals, n_columns) float64
+    missing_rate, unseen_rate : (n_evals, n_columns) share of the window's events missing / unseen
+    """
+
+    names: tuple[str, ...]
+    roles: tuple[Role, ...]
+    is_numeric: npt.NDArray[np.bool_]
+    event_index: IntArray
+    pane: IntArray
+    n_events: IntArray
+    start_ts: IntArray
+    end_ts: IntArray
+    psi: FloatArray
+    js: FloatArray
+    ks: FloatArray
+    p_value: FloatArray
+    missing_rate: FloatArray
+    unseen_rate: FloatArray
+
+    def __len__(self) -> int:
+        return len(self.pane)
+
+
+class DriftMonitor:
+    """Sliding-window drift of features, prediction and confidence against a reference.
+
+    Each batch is binned with the reference's edges (vectorized comparisons, no per-event Python)
+    and counted into a :class:`~detector.window.PaneWindow`; each time a pane closes, PSI,
+    Jensen–Shannon distance and a KS test (numeric) or chi-square test (categorical) are computed
+    for every column at once.
+
+    Parameters
+    ----------
+    reference
+        The stored reference distributions.
+    window, size, step, min_events
+        Passed to :class:`~detector.window.PaneWindow`: ``window="count"`` counts events,
+        ``window="time"`` milliseconds of event time.
+
+    Examples
+    --------
+    >>> from detector.reference import fit_reference
+    >>> from detector.schema import Schema
+    >>> rng = np.random.default_rng(7)
+    >>> schema = Schema("m", numeric=("a", "b"))
+    >>> ref = fit_reference(EventBatch.from_arrays(rng.normal(size=(5000, 2))), schema)
+    >>> mon = DriftMonitor(ref, size=1000, step=500)
+    >>> x = rng.normal(size=(2000, 2))
+    >>> x[1000:, 1] += 1.0  # b shifts by one standard deviation half way
+    >>> rep = mon.update(EventBatch.from_arrays(x))
+    >>> rep.event_index.tolist(), (rep.psi[:, 1] > 0.25).tolist(), bool((rep.psi[:, 0] < 0.1).all())
+    ([999, 1499, 1999], [False, True, True], True)
+    """
+
+    def __init__(
+        self,
+        reference: Reference,
+        *,
+        window: Literal["count", "time"] = "count",
+        size: int = 2000,
+        step: int = 200,
+        min_events: int = 100,
+    ) -> None:
+        self.reference = reference
+        self.window = window
+        self.size = size
+        self.step = step
+        self.min_events = min_events
+        ref = reference
+        self._n_num = len(ref.num_names)
+        self._n_cat = len(ref.cat_names)
+        self._num_width = ref.n_bins + 1  # bins, then missing
+        self._cat_width = ref.cat_counts.shape[1] + 1  # categories, unseen, then missing
+        n_cells = self._n_num * self._num_width + self._n_cat * self._cat_width
+        self._num_offset = (np.arange(self._n_num) * self._num_width).astype(np.int32)
+        self._cat_offset = (self._n_num * self._num_width + np.arange(self._n_cat) * self._cat_width).astype(np.int32)
+        # Edges as (n_bins - 1, n_num) so each comparison is one broadcast over a row-major batch.
+        self._edges_t = np.ascontiguousarray(ref.edges.T)
+        self._ref_num = ref.num_counts
+        self._ref_cat = ref.cat_counts
+        self._pane_window = PaneWindow(n_cells, by=window, size=size, step=step, min_events=min_events)
+        self._buf_cap = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self._pane_window._reset()
+
+    def snapshot(self) -> dict[str, npt.NDArray[Any]]:
+        """State as arrays (see :meth:`restore`)."""
+        return self._pane_window.snapshot()
+
+    def restore(self, state: dict[str, npt.NDArray[Any]]) -> None:
+        """Continue from a :meth:`snapshot` taken with the same reference and window."""
+        self._pane_window.restore(state)
+
+    @property
+    def late_dropped(self) -> int:
+        """Events that arrived after their window had passed (time windows only)."""
+        return self._pane_window.late_dropped
+
+    def _buffers(self, n: int) -> npt.NDArray[np.int32]:
+        # Reused across batches: allocating these per batch makes glibc fault them back in each time.
+        if n > self._buf_cap:
+            self._buf_cap = max(n, 1024)
+            self._cells = np.empty((self._buf_cap, self._n_num + self._n_cat), dtype=np.int32)
+            self._acc = np.empty((_ROWS, self._n_num), dtype=np.uint8)
+            self._cmp = np.empty((_ROWS, self._n_num), dtype=np.bool_)
+        return self._cells[:n]
+
+    def cells(self, batch: EventBatch) -> npt.NDArray[np.int32]:
+        """Histogram cell of every event in every monitored column, ``(n_events, n_columns)``."""
+        x, c = self.reference.columns(batch)
+        n = len(batch)
+        cells = self._buffers(n)
+        # Blocks of rows small enough to stay in cache across the n_bins - 1 passes; counting
+        # "x >= edge" in uint8 is ~2x faster than a searchsorted per column.
+        for a in range(0, n, _ROWS):
+            xb = x[a : a + _ROWS]
+            k = len(xb)
+            acc, cmp = self._acc[:k], self._cmp[:k]
+            acc[...] = 0
+            acc_view = cmp.view(np.uint8)
+            for e in self._edges_t:
+                np.greater_equal(xb, e, out=cmp)
+                np.add(acc, acc_view, out=acc)
+            np.isnan(xb, out=cmp)
+            acc[cmp] = self._num_width - 1
+            np.add(acc, self._num_offset, out=cells[a : a + k, : self._n_num], casting="unsafe")
+        if self._n_cat:
+            cat = cells[:, self._n_num :]
+            cat[...] = c
+            unseen_slot = self._cat_width - 2
+            cat[c == UNSEEN] = unseen_slot
+            cat[c == MISSING] = unseen_slot + 1
+            cat += self._cat_offset
+        return cells
+
+    def update(self, batch: EventBatch) -> DriftReport:
+        """Add a batch; return the statistics of every window evaluated on the way."""
+        closes = self._pane_window.update(self.cells(batch), batch.ts)
+        return self._report(closes.counts, closes)
+
+    def _report(self, counts: IntArray, closes: Any) -> DriftReport:
+        e = len(counts)
+        nn, nc = self._n_num, self._n_cat
+        num = counts[:, : nn * self._num_width].reshape(e, nn, self._num_width)
+        cat = counts[:, nn * self._num_width :].reshape(e, nc, self._cat_width)
+        num_hist, num_missing = num[..., :-1], num[..., -1]
+        cat_hist, cat_missing = cat[..., :-1], cat[..., -1]
+        d, ks_p = ks_binned(num_hist, self._ref_num)
+        _, _, chi_p = chi2_homogeneity(cat_hist, self._ref_cat)
+        total = closes.n_events[:, None].astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            missing = np.concatenate([num_missing, cat_missing], axis=1) / total
+            unseen = np.concatenate([np.zeros((e, nn)), cat_hist[..., -1]], axis=1) / total
+        ref = self.reference
+        return DriftReport(
+            names=ref.names,
+            roles=ref.roles,
+            is_numeric=np.r_[np.ones(nn, bool), np.zeros(nc, bool)],
+            event_index=closes.event_index,
+            pane=closes.pane,
+            n_events=closes.n_events,
+            start_ts=closes.start_ts,
+            end_ts=closes.end_ts,
+            psi=np.concatenate([psi(num_hist, self._ref_num), psi(cat_hist, self._ref_cat)], axis=1),
+            js=np.concatenate([js_distance(num_hist, self._ref_num), js_distance(cat_hist, self._ref_cat)], axis=1),
+            ks=np.concatenate([d, np.full((e, nc), np.nan)], axis=1),
+            p_value=np.concatenate([ks_p, chi_p], axis=1),
+            missing_rate=missing,
+            unseen_rate=unseen,
+        )
