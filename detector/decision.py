@@ -58,6 +58,7 @@ class AlertDecision:
     window_start_ts: int
     window_end_ts: int
     window_events: int
+    window_start_seq: int
     message: str
     evidence: Mapping[str, Any] = field(default_factory=dict)
 
@@ -93,7 +94,7 @@ class DriftPolicy:
     >>> def rep(v, p):
     ...     one = np.array([[v]])
     ...     z = np.zeros(1, dtype=np.int64)
-    ...     return DriftReport(("x",), ("feature",), np.ones(1, bool), z, z, z + 500, z, z,
+    ...     return DriftReport(("x",), ("feature",), np.ones(1, bool), z, z, z + 500, z, z, z,
     ...                        one, one, one, np.array([[p]]), one * 0, one * 0)
     >>> [d.status for d in pol.decide(rep(0.3, 1e-9))], [d.status for d in pol.decide(rep(0.01, 0.5))]
     (['open'], ['resolved'])
@@ -218,6 +219,7 @@ class DriftPolicy:
             window_start_ts=int(r.start_ts[e]),
             window_end_ts=int(r.end_ts[e]),
             window_events=int(r.n_events[e]),
+            window_start_seq=int(r.start_seq[e]),
             message=message,
             evidence={
                 "column": name,

@@ -31,7 +31,8 @@ class DriftReport:
     ----------
     names, roles : monitored columns and their roles (feature, prediction, confidence)
     is_numeric : (n_columns,) bool
-    event_index, pane, n_events, start_ts, end_ts : (n_evals,) as in :class:`~detector.window.WindowCloses`
+    event_index, pane, n_events, start_ts, end_ts, start_seq : (n_evals,) as in
+        :class:`~detector.window.WindowCloses`
     psi, js, ks, p_value : (n_evals, n_columns) float64
     missing_rate, unseen_rate : (n_evals, n_columns) share of the window's events missing / unseen
     """
@@ -44,6 +45,7 @@ class DriftReport:
     n_events: IntArray
     start_ts: IntArray
     end_ts: IntArray
+    start_seq: IntArray
     psi: FloatArray
     js: FloatArray
     ks: FloatArray
@@ -197,6 +199,7 @@ class DriftMonitor:
             n_events=closes.n_events,
             start_ts=closes.start_ts,
             end_ts=closes.end_ts,
+            start_seq=closes.start_seq,
             psi=np.concatenate([psi(num_hist, self._ref_num), psi(cat_hist, self._ref_cat)], axis=1),
             js=np.concatenate([js_distance(num_hist, self._ref_num), js_distance(cat_hist, self._ref_cat)], axis=1),
             ks=np.concatenate([d, np.full((e, nc), np.nan)], axis=1),

@@ -33,6 +33,8 @@ class WindowCloses:
     event_index : (n_closes,) index in the batch of the event at which the pane closed
     pane : (n_closes,) sequence number of the closed pane since the stream started
     n_events, start_ts, end_ts : (n_closes,) events in the window and their first and last event time
+    start_seq : (n_closes,) stream sequence number (0-based count of events given to the window) of
+        the first event of the window; the event at ``event_index`` has ``batch_seq + event_index``
     """
 
     counts: IntArray
@@ -41,6 +43,7 @@ class WindowCloses:
     n_events: IntArray
     start_ts: IntArray
     end_ts: IntArray
+    start_seq: IntArray
 
     def __len__(self) -> int:
         return len(self.pane)
@@ -101,14 +104,16 @@ class PaneWindow:
         self._ring_events = np.zeros(p, dtype=np.int64)
         self._ring_min = np.full(p, _NO_TS, dtype=np.int64)
         self._ring_max = np.full(p, -_NO_TS, dtype=np.int64)
+        self._ring_seq = np.full(p, _NO_TS, dtype=np.int64)
         self._window = np.zeros(c, dtype=np.int64)
         self._open = np.zeros(c, dtype=np.int64)
         self._open_events = 0
         self._open_min = _NO_TS
         self._open_max = -_NO_TS
+        self._open_seq = _NO_TS
         self._open_id = -1  # pane id of the open pane; -1 before the first event
         self._closed = 0  # panes closed since the start
-        self._seen = 0  # events seen (count windows)
+        self._seen = 0  # events seen
         self.late_dropped = 0
 
     # -- snapshot -------------------------------------------------------------------------------
@@ -116,13 +121,14 @@ class PaneWindow:
         """State as arrays; :meth:`restore` on a window with the same parameters continues identically."""
         scalars = [
             self._open_events, self._open_min, self._open_max, self._open_id, self._closed, self._seen,
-            self.late_dropped, self.n_cells, self.n_panes, self.step,
+            self.late_dropped, self._open_seq, self.n_cells, self.n_panes, self.step,
         ]
         return {
             "ring": self._ring.copy(),
             "ring_events": self._ring_events.copy(),
             "ring_min": self._ring_min.copy(),
             "ring_max": self._ring_max.copy(),
+            "ring_seq": self._ring_seq.copy(),
             "window": self._window.copy(),
             "open": self._open.copy(),
             "scalars": np.asarray(scalars, dtype=np.int64),
@@ -132,9 +138,9 @@ class PaneWindow:
         """Continue from a :meth:`snapshot`."""
         try:
             s = [int(v) for v in state["scalars"]]
-            if s[7:] != [self.n_cells, self.n_panes, self.step]:
+            if s[8:] != [self.n_cells, self.n_panes, self.step]:
                 raise SnapshotError(
-                    f"snapshot has cells/panes/step {s[7:]}, this window {[self.n_cells, self.n_panes, self.step]}"
+                    f"snapshot has cells/panes/step {s[8:]}, this window {[self.n_cells, self.n_panes, self.step]}"
                 )
             ring = np.array(state["ring"], dtype=np.int64)
             window = np.array(state["window"], dtype=np.int64)
@@ -142,14 +148,15 @@ class PaneWindow:
             ring_events = np.array(state["ring_events"], dtype=np.int64)
             ring_min = np.array(state["ring_min"], dtype=np.int64)
             ring_max = np.array(state["ring_max"], dtype=np.int64)
+            ring_seq = np.array(state["ring_seq"], dtype=np.int64)
         except KeyError as e:
             raise SnapshotError(f"window snapshot is missing {e.args[0]!r}") from None
         if ring.shape != self._ring.shape or window.shape != self._window.shape:
             raise SnapshotError(f"snapshot ring {ring.shape} does not fit this window {self._ring.shape}")
         self._ring, self._window, self._open = ring, window, opened
-        self._ring_events, self._ring_min, self._ring_max = ring_events, ring_min, ring_max
+        self._ring_events, self._ring_min, self._ring_max, self._ring_seq = ring_events, ring_min, ring_max, ring_seq
         (self._open_events, self._open_min, self._open_max, self._open_id, self._closed, self._seen,
-         self.late_dropped) = s[:7]
+         self.late_dropped, self._open_seq) = s[:8]
 
     # -- update ---------------------------------------------------------------------------------
     def update(self, cells: npt.NDArray[np.integer[Any]], ts: npt.NDArray[np.int64]) -> WindowCloses:
@@ -172,12 +179,12 @@ class PaneWindow:
             start = stop
         if not out:
             empty = np.zeros(0, dtype=np.int64)
-            return WindowCloses(np.zeros((0, self.n_cells), dtype=np.int64), empty, empty, empty, empty, empty)
+            return WindowCloses(np.zeros((0, self.n_cells), dtype=np.int64), *[empty] * 6)
         cols = list(zip(*out, strict=True))
         return WindowCloses(
             counts=np.stack(cols[0]),
             **{k: np.asarray(v, dtype=np.int64) for k, v in zip(
-                ("event_index", "pane", "n_events", "start_ts", "end_ts"), cols[1:], strict=True)},
+                ("event_index", "pane", "n_events", "start_ts", "end_ts", "start_seq"), cols[1:], strict=True)},
         )
 
     def _update(
@@ -221,6 +228,8 @@ class PaneWindow:
             if w > self._open_id:
                 self._advance_to(w, offset + a, out)
             seg_ts = ts[a:b][on_time[a:b]]
+            if seg_ts.size and self._open_seq == _NO_TS:
+                self._open_seq = self._seen - n + a + int(np.argmax(on_time[a:b]))
             self._open += seg_counts[s]
             self._open_events += int(ev_counts[s])
             if seg_ts.size:
@@ -243,10 +252,12 @@ class PaneWindow:
         self._ring_events[slot] += 1
         self._ring_min[slot] = min(self._ring_min[slot], int(ts[i]))
         self._ring_max[slot] = max(self._ring_max[slot], int(ts[i]))
+        self._ring_seq[slot] = min(self._ring_seq[slot], self._seen - len(ts) + i)
 
     def _advance_to(self, new_id: int, event_index: int, out: list[tuple[Any, ...]]) -> None:
-        # Close the open pane, then the empty panes of a gap in event time (at most a window's worth).
-        for _ in range(min(new_id - self._open_id, self.n_panes)):
+        # Close the open pane, then the empty panes of a gap in event time: a window's worth of empty
+        # panes after the open one empties the ring, so at most n_panes + 1 closes.
+        for _ in range(min(new_id - self._open_id, self.n_panes + 1)):
             self._close(event_index, out)
         self._open_id = new_id
 
@@ -258,14 +269,15 @@ class PaneWindow:
         self._ring_events[slot] = self._open_events
         self._ring_min[slot] = self._open_min
         self._ring_max[slot] = self._open_max
+        self._ring_seq[slot] = self._open_seq
         self._open = np.zeros(self.n_cells, dtype=np.int64)
         self._open_events = 0
-        self._open_min, self._open_max = _NO_TS, -_NO_TS
+        self._open_min, self._open_max, self._open_seq = _NO_TS, -_NO_TS, _NO_TS
         self._closed += 1
         self._open_id += 1
         n_events = int(self._ring_events.sum())
         if self._closed >= self.n_panes and n_events >= self.min_events:
             out.append((
                 self._window.copy(), event_index, self._closed - 1, n_events,
-                int(self._ring_min.min()), int(self._ring_max.max()),
+                int(self._ring_min.min()), int(self._ring_max.max()), int(self._ring_seq.min()),
             ))

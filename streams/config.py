@@ -1,0 +1,189 @@
+"""One configuration tree, loaded from a JSON or TOML file with environment overrides.
+
+Environment variables ``INFERWATCH__SECTION__KEY=value`` override file values
+(e.g. ``INFERWATCH__KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9092``); values are parsed as JSON when
+they can be (numbers, booleans, lists) and taken as strings otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from streams.errors import ConfigError
+
+ENV_PREFIX = "INFERWATCH__"
+
+Scalar = str | int | float | bool
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Frozen):
+    """Kafka connection and topics. ``consumer`` / ``producer`` pass librdkafka keys through as given."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topics: list[str] = Field(default_factory=lambda: ["inferwatch.events"])
+    group_id: str = "inferwatch"
+    alerts_topic: str = "inferwatch.alerts"
+    dead_letter_topic: str = "inferwatch.dead-letters"
+    batch_size: int = Field(5000, ge=1, le=1_000_000)
+    batch_timeout_s: float = Field(0.5, gt=0)
+    security_protocol: str | None = None
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    consumer: dict[str, Scalar] = Field(default_factory=dict)
+    producer: dict[str, Scalar] = Field(default_factory=dict)
+
+    def common(self) -> dict[str, Scalar]:
+        """librdkafka keys shared by the consumer and the producer (secrets included: never log this)."""
+        conf: dict[str, Scalar] = {"bootstrap.servers": self.bootstrap_servers}
+        if self.security_protocol:
+            conf["security.protocol"] = self.security_protocol
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        return conf
+
+
+class DriftSettings(_Frozen):
+    """Sliding windows and decision thresholds of the drift detectors."""
+
+    window: Literal["count", "time"] = "count"
+    size: int = Field(2000, ge=1, description="events (count) or milliseconds (time)")
+    step: int = Field(200, ge=1, description="pane length: the window is evaluated every step")
+    min_events: int = Field(100, ge=1)
+    false_alarm_rate: float = Field(1e-3, gt=0, lt=1)
+    psi_warning: float = Field(0.1, gt=0)
+    psi_critical: float = Field(0.25, gt=0)
+    psi_resolve: float = Field(0.05, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> DriftSettings:
+        if self.size % self.step:
+            raise ValueError(f"drift.size ({self.size}) must be a multiple of drift.step ({self.step})")
+        if not self.psi_resolve <= self.psi_warning <= self.psi_critical:
+            raise ValueError("drift thresholds must satisfy psi_resolve <= psi_warning <= psi_critical")
+        return self
+
+
+class BaselineSettings(_Frozen):
+    """Where baselines are stored and how they are verified."""
+
+    store: Path = Path("baselines-store")
+    signing_key: SecretStr | None = None
+    key_id: str = "default"
+    n_bins: int = Field(20, ge=2, le=200)
+
+
+class MetricsSettings(_Frozen):
+    """Prometheus endpoint; ``port=0`` disables it."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(9464, ge=0, le=65535)
+
+
+class CheckpointSettings(_Frozen):
+    """Detector state and offsets are written here together, so a restart continues exactly."""
+
+    dir: Path = Path("inferwatch-state")
+    interval_s: float = Field(2.0, ge=0)
+
+
+class LoggingSettings(_Frozen):
+    """Log level and format (JSON lines for log shippers)."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json_lines: bool = False
+
+
+class Settings(_Frozen):
+    """The whole configuration of an inferwatch process.
+
+    Examples
+    --------
+    >>> s = Settings.model_validate({"drift": {"size": 1000, "step": 100}})
+    >>> s.drift.size, s.kafka.alerts_topic
+    (1000, 'inferwatch.alerts')
+    """
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
+    baselines: BaselineSettings = Field(default_factory=BaselineSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    max_message_bytes: int = Field(1_048_576, ge=64)
+
+    def detection_digest(self) -> str:
+        """Digest of the settings that change what is detected; part of every alert id."""
+        payload = json.dumps({"drift": self.drift.model_dump(mode="json")}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _set_path(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    for key in path[:-1]:
+        node = tree.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"cannot override {'.'.join(path)}: {key} is not a section")
+        tree = node
+    tree[path[-1]] = value
+
+
+def _parse_env_value(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Load settings from ``path`` (``.toml`` or ``.json``), then environment, then ``overrides``.
+
+    ``overrides`` maps dotted keys (``"kafka.bootstrap_servers"``) to values, for CLI flags.
+    Raises :class:`~streams.errors.ConfigError` with one readable message on any problem.
+    """
+    tree: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"cannot read configuration file {p}: {e.strerror}") from None
+        try:
+            tree = tomllib.loads(text) if p.suffix.lower() == ".toml" else json.loads(text)
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+            raise ConfigError(f"configuration file {p} is not valid {p.suffix.lstrip('.') or 'JSON'}: {e}") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"configuration file {p} must hold an object at the top level")
+    for key, raw in sorted((os.environ if env is None else env).items()):
+        if key.startswith(ENV_PREFIX):
+            _set_path(tree, key[len(ENV_PREFIX):].lower().split("__"), _parse_env_value(raw))
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_path(tree, dotted.split("."), value)
+    try:
+        return Settings.model_validate(tree)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in err['loc']) or '(top)'}: {err['msg']}" for err in e.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None

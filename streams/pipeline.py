@@ -1,0 +1,242 @@
+"""Decode → detect → alert records: the processing shared by ``run`` and ``replay``.
+
+The pipeline owns one :class:`~detector.monitor.ModelMonitor` per model with a baseline, remembers
+where the recent events of each model came from (to give alerts a source range), and can be
+snapshotted as arrays so a restarted service continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from baselines.build import LoadedBaseline
+from detector.monitor import ModelMonitor
+from streams.alerts import alert_record
+from streams.config import DriftSettings
+from streams.decode import DeadLetter, Decoder
+
+log = logging.getLogger(__name__)
+
+# Positions of events older than this many (per model, time windows) are forgotten; an alert whose
+# window starts earlier reports its source from the oldest position still known.
+MAX_TRACKED_POSITIONS = 1_000_000
+
+
+@dataclass(frozen=True)
+class Positions:
+    """Where each message of a chunk came from: a topic partition offset, or a file line.
+
+    ``names`` are the topics or files of the chunk and ``source`` indexes them per message;
+    ``partition`` is 0 for files; ``offset`` is the Kafka offset, or the 1-based line of a file.
+    """
+
+    kind: str  # "kafka" or "file"
+    names: tuple[str, ...]
+    source: npt.NDArray[np.int32]
+    partition: npt.NDArray[np.int32]
+    offset: npt.NDArray[np.int64]
+
+    @classmethod
+    def file_lines(cls, path: str, first_line: int, n: int) -> Positions:
+        """Lines ``first_line .. first_line + n - 1`` of ``path``."""
+        zeros = np.zeros(n, np.int32)
+        return cls("file", (path,), zeros, zeros, np.arange(first_line, first_line + n, dtype=np.int64))
+
+    def describe(self, i: int) -> dict[str, Any]:
+        """The position of message ``i`` alone, for a dead letter."""
+        name = self.names[self.source[i]]
+        if self.kind == "file":
+            return {"file": name, "line": int(self.offset[i])}
+        return {"topic": name, "partition": int(self.partition[i]), "offset": int(self.offset[i])}
+
+
+@dataclass
+class ChunkResult:
+    """What one chunk produced, to be delivered before its offsets are committed."""
+
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    dead: list[tuple[DeadLetter, dict[str, Any]]] = field(default_factory=list)
+    events_by_model: Counter[str] = field(default_factory=Counter)
+    violations: Counter[tuple[str, str]] = field(default_factory=Counter)
+    drift: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+
+
+class _PositionRing:
+    """Source positions of a model's most recent events, indexed by stream sequence number."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.sources: list[str] = []
+        self._source_idx: dict[str, int] = {}
+        self.src = np.zeros(capacity, np.int32)
+        self.part = np.zeros(capacity, np.int32)
+        self.off = np.zeros(capacity, np.int64)
+        self.seen = 0
+
+    def add(self, pos: Positions, rows: npt.NDArray[np.int64]) -> None:
+        """Record the positions of ``rows`` of a chunk, the next events of this model."""
+        n = len(rows)
+        keep = rows[-self.capacity :]
+        idx = (self.seen + n - len(keep) + np.arange(len(keep))) % self.capacity
+        self.src[idx] = self._ids(pos)[pos.source[keep]]
+        self.part[idx] = pos.partition[keep]
+        self.off[idx] = pos.offset[keep]
+        self.seen += n
+
+    def _ids(self, pos: Positions) -> npt.NDArray[np.int32]:
+        for name in pos.names:
+            if name not in self._source_idx:
+                self._source_idx[name] = len(self.sources)
+                self.sources.append(name)
+        return np.asarray([self._source_idx[name] for name in pos.names], dtype=np.int32)
+
+    def describe(
+        self, kind: str, start_seq: int, end_seq: int, pos: Positions, rows: npt.NDArray[np.int64]
+    ) -> dict[str, Any]:
+        """Source range of events ``start_seq .. end_seq``; the events from :attr:`seen` on are
+        ``rows`` of ``pos`` (the chunk being processed, not yet added)."""
+        old = np.arange(max(start_seq, self.seen - self.capacity, 0), self.seen) % self.capacity
+        new = rows[max(start_seq - self.seen, 0) : end_seq - self.seen + 1]
+        src = np.concatenate([self.src[old], self._ids(pos)[pos.source[new]]])
+        part = np.concatenate([self.part[old], pos.partition[new]])
+        off = np.concatenate([self.off[old], pos.offset[new]])
+        if kind == "file":
+            return {
+                "file": self.sources[src[-1]],
+                "line_start": int(off.min()),
+                "line_end": int(off.max()),
+                "line": int(off[-1]),
+            }
+        ranges = []
+        for s, p in sorted({(int(a), int(b)) for a, b in zip(src, part, strict=True)}):
+            sel = (src == s) & (part == p)
+            ranges.append({"topic": self.sources[s], "partition": p,
+                           "offset_start": int(off[sel].min()), "offset_end": int(off[sel].max())})
+        return {
+            "topic": self.sources[src[-1]],
+            "partition": int(part[-1]),
+            "offset": int(off[-1]),
+            "ranges": ranges,
+        }
+
+    def snapshot(self) -> dict[str, npt.NDArray[Any]]:
+        return {"src": self.src, "part": self.part, "off": self.off, "seen": np.asarray(self.seen),
+                "sources": np.asarray(self.sources, dtype=np.str_)}
+
+    def restore(self, state: Mapping[str, npt.NDArray[Any]]) -> None:
+        if len(state["src"]) != self.capacity:
+            return  # another window size: positions are a convenience, start afresh
+        self.src, self.part, self.off = (np.array(state[k]) for k in ("src", "part", "off"))
+        self.seen = int(state["seen"])
+        self.sources = [str(s) for s in state["sources"]]
+        self._source_idx = {s: i for i, s in enumerate(self.sources)}
+
+
+class Pipeline:
+    """Processes chunks of raw inference events for every model that has a baseline.
+
+    Parameters
+    ----------
+    baselines
+        ``model_id -> LoadedBaseline``; events of other models become dead letters.
+    drift
+        Window and threshold settings of the drift detectors.
+    config_digest
+        Digest of the detection settings, part of every alert id.
+    max_message_bytes
+        Larger messages are dead letters.
+    """
+
+    def __init__(
+        self,
+        baselines: Mapping[str, LoadedBaseline],
+        drift: DriftSettings,
+        *,
+        config_digest: str,
+        max_message_bytes: int = 1_048_576,
+    ) -> None:
+        self.baselines = dict(baselines)
+        self.config_digest = config_digest
+        self.decoder = Decoder(
+            {m: b.reference.schema for m, b in self.baselines.items()}, max_message_bytes=max_message_bytes
+        )
+        params = drift.model_dump()
+        self.monitors = {m: ModelMonitor(b.reference, **params) for m, b in self.baselines.items()}
+        capacity = drift.size + drift.step if drift.window == "count" else MAX_TRACKED_POSITIONS
+        self._positions = {m: _PositionRing(capacity) for m in self.baselines}
+
+    def process(self, values: Sequence[bytes], positions: Positions) -> ChunkResult:
+        """Decode and detect on one chunk; returns alerts and dead letters in stream order."""
+        out = ChunkResult()
+        decoded = self.decoder.decode(values)
+        out.violations.update(decoded.violations)
+        for dead in decoded.dead:
+            out.dead.append((dead, positions.describe(dead.index)))
+        for mb in decoded.batches:
+            model_id = mb.model_id
+            ring = self._positions[model_id]
+            first_seq = ring.seen
+            result = self.monitors[model_id].update(mb.batch)
+            out.events_by_model[model_id] += len(mb.batch)
+            baseline = self.baselines[model_id]
+            for d in result.alerts:
+                end_seq = first_seq + d.event_index
+                out.alerts.append(
+                    alert_record(
+                        d,
+                        model_id=model_id,
+                        baseline_version=baseline.version,
+                        config_digest=self.config_digest,
+                        event_id=str(mb.batch.event_id[d.event_index]),
+                        event_ts=int(mb.batch.ts[d.event_index]),
+                        client_id=None,
+                        source=ring.describe(positions.kind, d.window_start_seq, end_seq, positions, mb.index),
+                    )
+                )
+            ring.add(positions, mb.index)
+            rep = result.drift
+            if len(rep):
+                out.drift[model_id] = {
+                    "psi": dict(zip(rep.names, rep.psi[-1].tolist(), strict=True)),
+                    "p_value": dict(zip(rep.names, rep.p_value[-1].tolist(), strict=True)),
+                }
+        return out
+
+    def snapshot(self) -> dict[str, npt.NDArray[Any]]:
+        """All detector state of every model, as one flat dict of arrays."""
+        state: dict[str, npt.NDArray[Any]] = {}
+        for m, mon in self.monitors.items():
+            version = self.baselines[m].version
+            for k, v in mon.snapshot().items():
+                state[f"{m}/{version}/monitor.{k}"] = v
+            for k, v in self._positions[m].snapshot().items():
+                state[f"{m}/{version}/positions.{k}"] = v
+        return state
+
+    def restore(self, state: Mapping[str, npt.NDArray[Any]]) -> list[str]:
+        """Restore what matches the current baselines; returns the models restored.
+
+        State saved against another baseline version is ignored (a promoted baseline starts its
+        windows afresh).
+        """
+        grouped: dict[tuple[str, str], dict[str, dict[str, npt.NDArray[Any]]]] = {}
+        for key, value in state.items():
+            model, version, rest = key.split("/", 2)
+            part, _, name = rest.partition(".")
+            grouped.setdefault((model, version), {"monitor": {}, "positions": {}})[part][name] = value
+        restored = []
+        for (model, version), parts in grouped.items():
+            if model in self.monitors and self.baselines[model].version == version:
+                self.monitors[model].restore(parts["monitor"])
+                self._positions[model].restore(parts["positions"])
+                restored.append(model)
+            else:
+                log.info("checkpoint state of %s/%s does not match an active baseline; ignored", model, version)
+        return restored

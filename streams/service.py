@@ -1,0 +1,223 @@
+"""The long-running service: Kafka in, alerts and dead letters out, at-least-once.
+
+Per consumed batch: decode and detect, produce the alerts and dead letters, and — every
+``checkpoint.interval_s`` — wait until Kafka acknowledged all of them, write the detector state
+with the next offsets atomically, and only then commit those offsets. A crash replays at most one
+checkpoint interval from the checkpoint, which recreates the same alerts with the same ids.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import orjson
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from prometheus_client import CollectorRegistry
+
+from baselines.build import LoadedBaseline, load_baseline
+from baselines.errors import BaselineError
+from baselines.store import BaselineStore
+from streams.checkpoint import Checkpoint, CheckpointStore
+from streams.config import Settings
+from streams.errors import SourceError
+from streams.kafka_io import DeliveringProducer, consumer_config, ensure_topics, producer_config
+from streams.metrics import Metrics, serve
+from streams.pipeline import ChunkResult, Pipeline, Positions
+
+log = logging.getLogger(__name__)
+
+
+def open_store(settings: Settings) -> BaselineStore:
+    """The baseline store of the settings, with its signing key if one is configured."""
+    key = settings.baselines.signing_key
+    return BaselineStore(
+        settings.baselines.store,
+        signing_key=key.get_secret_value().encode() if key is not None else None,
+        key_id=settings.baselines.key_id,
+    )
+
+
+def load_active_baselines(store: BaselineStore, models: list[str] | None = None) -> dict[str, LoadedBaseline]:
+    """Every model's active baseline (verified); raises if there is none at all."""
+    wanted = models if models is not None else store.list_models()
+    out: dict[str, LoadedBaseline] = {}
+    for model_id in wanted:
+        if store.active_version(model_id) is None:
+            log.warning("model %s has no active baseline; its events will be dead letters", model_id)
+            continue
+        out[model_id] = load_baseline(store, model_id)
+    if not out:
+        raise BaselineError(f"no active baseline in {store.root}: build one with 'inferwatch baseline build'")
+    return out
+
+
+def make_pipeline(settings: Settings, baselines: Mapping[str, LoadedBaseline]) -> Pipeline:
+    """The processing pipeline of these settings and baselines."""
+    return Pipeline(
+        baselines,
+        settings.drift,
+        config_digest=settings.detection_digest(),
+        max_message_bytes=settings.max_message_bytes,
+    )
+
+
+def dead_letter_headers(reason: str, detail: str, where: Mapping[str, Any]) -> list[tuple[str, bytes]]:
+    """Kafka headers of a dead letter: why, and where the original came from."""
+    headers = [("inferwatch.reason", reason.encode()), ("inferwatch.detail", detail.encode())]
+    headers += [(f"inferwatch.source.{k}", str(v).encode()) for k, v in where.items()]
+    return headers
+
+
+def publish(producer: DeliveringProducer, settings: Settings, out: ChunkResult) -> None:
+    """Produce the alerts (keyed by id, for compaction and deduplication) and dead letters of a chunk."""
+    for alert in out.alerts:
+        producer.produce(settings.kafka.alerts_topic, orjson.dumps(alert), key=alert["alert_id"].encode())
+    for dead, where in out.dead:
+        producer.produce(settings.kafka.dead_letter_topic, dead.raw,
+                         headers=dead_letter_headers(dead.reason, dead.detail, where))
+
+
+class Service:
+    """``inferwatch run``: consume, detect, publish, checkpoint, commit; until :meth:`stop`.
+
+    Parameters
+    ----------
+    settings
+        The configuration tree.
+    registry
+        Prometheus registry for the service's metrics (served on ``settings.metrics`` if port > 0).
+    """
+
+    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.registry = registry or CollectorRegistry()
+        self.metrics = Metrics(self.registry)
+        self.metrics_port: int | None = None
+        self._stop = threading.Event()
+        self.ready = threading.Event()
+        self._offsets: dict[str, int] = {}
+        self._restored_offsets: dict[str, int] = {}
+        self._dirty = False
+
+    def stop(self) -> None:
+        """Ask the loop to finish its batch, checkpoint, commit and return."""
+        self._stop.set()
+
+    def run(self) -> None:
+        """Run until :meth:`stop`; raises a :class:`~streams.errors.StreamsError` on fatal problems."""
+        s = self.settings
+        store = open_store(s)
+        self.pipeline = make_pipeline(s, load_active_baselines(store))
+        self.checkpoints = CheckpointStore(s.checkpoint.dir)
+        cp = self.checkpoints.load()
+        if cp is not None:
+            restored = self.pipeline.restore(cp.state)
+            self._restored_offsets = dict(cp.offsets)
+            self._offsets = dict(cp.offsets)
+            log.info("resumed from checkpoint: models %s, offsets %s", restored, cp.offsets)
+        common = s.kafka.common()
+        ensure_topics(common, [s.kafka.alerts_topic, s.kafka.dead_letter_topic])
+        self.producer = DeliveringProducer(producer_config(s.kafka))
+        consumer = Consumer(consumer_config(s.kafka))
+        try:
+            try:
+                consumer.list_topics(timeout=15)
+            except KafkaException as e:
+                raise SourceError(f"cannot reach Kafka at {s.kafka.bootstrap_servers}: {e}") from None
+            consumer.subscribe(list(s.kafka.topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
+            self._consumer = consumer
+            if s.metrics.port > 0:
+                self.metrics_port = serve(self.registry, s.metrics.host, s.metrics.port)
+            log.info("consuming %s from %s; alerts to %s; metrics on %s:%s", s.kafka.topics,
+                     s.kafka.bootstrap_servers, s.kafka.alerts_topic, s.metrics.host, self.metrics_port)
+            self.ready.set()
+            self._loop(consumer)
+            self._commit(consumer)
+        finally:
+            consumer.close()
+
+    def _on_assign(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
+        for tp in parts:
+            key = f"{tp.topic}:{tp.partition}"
+            if key in self._restored_offsets:
+                tp.offset = self._restored_offsets[key]
+        consumer.assign(parts)
+
+    def _on_revoke(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
+        self._commit(consumer)
+
+    def _loop(self, consumer: Consumer) -> None:
+        s = self.settings
+        last_checkpoint = last_lag = time.monotonic()
+        while not self._stop.is_set():
+            msgs = consumer.consume(s.kafka.batch_size, s.kafka.batch_timeout_s)
+            self.producer.poll(0)
+            now = time.monotonic()
+            if msgs:
+                self._process(msgs)
+            if self._dirty and now - last_checkpoint >= s.checkpoint.interval_s:
+                self._commit(consumer)
+                last_checkpoint = now
+            if now - last_lag >= 1.0:
+                self._observe_lag(consumer)
+                last_lag = now
+
+    def _process(self, msgs: list[Any]) -> None:
+        t0 = time.perf_counter()
+        values: list[bytes] = []
+        topics: dict[str, int] = {}
+        src: list[int] = []
+        part: list[int] = []
+        off: list[int] = []
+        for m in msgs:
+            if m.error() is not None:
+                log.warning("consumer error: %s", m.error())
+                continue
+            t = m.topic()
+            values.append(m.value())
+            src.append(topics.setdefault(t, len(topics)))
+            part.append(m.partition())
+            off.append(m.offset())
+            self._offsets[f"{t}:{m.partition()}"] = m.offset() + 1
+        if not values:
+            return
+        positions = Positions("kafka", tuple(topics), np.asarray(src, np.int32), np.asarray(part, np.int32),
+                              np.asarray(off, np.int64))
+        out = self.pipeline.process(values, positions)
+        publish(self.producer, self.settings, out)
+        self.metrics.observe_chunk(out)
+        self.metrics.batch_events.observe(len(values))
+        self.metrics.batch_seconds.observe(time.perf_counter() - t0)
+        for a in out.alerts:
+            log.info("alert %s %s %s %s: %s", a["alert_id"][:12], a["status"], a["kind"], a["features"], a["message"])
+        self._dirty = True
+
+    def _commit(self, consumer: Consumer) -> None:
+        """Deliver, checkpoint, then commit: offsets never pass what was durably handled."""
+        if not self._dirty:
+            return
+        try:
+            self.producer.flush()
+        except Exception:
+            self.metrics.delivery_failures.inc()
+            raise
+        self.checkpoints.save(Checkpoint(self.pipeline.snapshot(), dict(self._offsets)))
+        self.metrics.checkpoints.inc()
+        tps = [TopicPartition(k.rsplit(":", 1)[0], int(k.rsplit(":", 1)[1]), v) for k, v in self._offsets.items()]
+        consumer.commit(offsets=tps, asynchronous=False)
+        self._dirty = False
+
+    def _observe_lag(self, consumer: Consumer) -> None:
+        try:
+            for tp in consumer.assignment():
+                _, high = consumer.get_watermark_offsets(tp, cached=True)
+                pos = self._offsets.get(f"{tp.topic}:{tp.partition}")
+                if pos is not None and high >= 0:
+                    self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(max(high - pos, 0))
+        except KafkaException as e:
+            log.debug("lag unavailable: %s", e)
