@@ -40,8 +40,10 @@ _SEVERITIES: tuple[Severity, ...] = ("info", "warning", "critical")
 class AlertDecision:
     """One alert record decided by the core, before the stream layer adds ids and sources.
 
-    ``incident`` is the pane at which the incident opened: ``open``, ``update`` and ``resolved``
-    records of one incident share it.
+    ``incident`` is the sequence point (pane, or event sequence number for per-event detectors) at
+    which the incident opened: ``open``, ``update`` and ``resolved`` records of one incident share
+    it; ``pane`` is the sequence point at which this record was decided. ``client_id`` is set by
+    per-client detectors.
     """
 
     kind: str
@@ -61,6 +63,7 @@ class AlertDecision:
     window_start_seq: int
     message: str
     evidence: Mapping[str, Any] = field(default_factory=dict)
+    client_id: str | None = None
 
 
 class DriftPolicy:

@@ -115,7 +115,7 @@ class DriftMonitor:
         self._ref_num = ref.num_counts
         self._ref_cat = ref.cat_counts
         self._pane_window = PaneWindow(n_cells, by=window, size=size, step=step, min_events=min_events)
-        self._buf_cap = 0
+        self._buf_cap = -1  # no buffers yet: even an empty first batch allocates them
         self._reset()
 
     def _reset(self) -> None:

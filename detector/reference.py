@@ -105,8 +105,16 @@ class Reference:
         arrays: dict[str, npt.NDArray[Any]] = {
             name: getattr(self, name)
             for name in (
-                "edges", "num_counts", "num_missing", "num_mean", "num_std", "num_min", "num_max",
-                "cat_sizes", "cat_counts", "cat_missing",
+                "edges",
+                "num_counts",
+                "num_missing",
+                "num_mean",
+                "num_std",
+                "num_min",
+                "num_max",
+                "cat_sizes",
+                "cat_counts",
+                "cat_missing",
             )
         }
         s = self.schema
@@ -152,16 +160,27 @@ class Reference:
                 cat_names=tuple(meta["cat_names"]),
                 cat_roles=tuple(meta["cat_roles"]),
                 performance={k: float(v) for k, v in meta.get("performance", {}).items()},
-                **{k: np.asarray(arrays[k]) for k in (
-                    "edges", "num_counts", "num_missing", "num_mean", "num_std", "num_min", "num_max",
-                    "cat_sizes", "cat_counts", "cat_missing",
-                )},
+                **{
+                    k: np.asarray(arrays[k])
+                    for k in (
+                        "edges",
+                        "num_counts",
+                        "num_missing",
+                        "num_mean",
+                        "num_std",
+                        "num_min",
+                        "num_max",
+                        "cat_sizes",
+                        "cat_counts",
+                        "cat_missing",
+                    )
+                },
             )
         except KeyError as e:
             raise SnapshotError(f"reference is missing {e.args[0]!r}") from None
 
 
-def _numeric_summary(x: npt.NDArray[np.float64], n_bins: int) -> dict[str, npt.NDArray[Any]]:
+def _numeric_summary(x: npt.NDArray[np.float64], n_bins: int) -> dict[str, Any]:
     finite = np.isfinite(x)
     n_num = x.shape[1]
     edges = np.full((n_num, n_bins - 1), np.inf)
@@ -187,7 +206,7 @@ def _numeric_summary(x: npt.NDArray[np.float64], n_bins: int) -> dict[str, npt.N
     }
 
 
-def _categorical_summary(c: npt.NDArray[np.int32], sizes: list[int]) -> dict[str, npt.NDArray[Any]]:
+def _categorical_summary(c: npt.NDArray[np.int32], sizes: list[int]) -> dict[str, Any]:
     width = max(sizes, default=0) + 1
     counts = np.zeros((len(sizes), width), dtype=np.int64)
     missing = np.zeros(len(sizes), dtype=np.int64)
@@ -244,8 +263,13 @@ def fit_reference(batch: EventBatch, schema: Schema, *, n_bins: int = 20) -> Ref
         num_names.append(CONFIDENCE_COLUMN)
         num_roles.append("confidence")
     partial = Reference(
-        schema=schema, n_events=len(batch), num_names=tuple(num_names), num_roles=tuple(num_roles),
-        cat_names=tuple(cat_names), cat_roles=tuple(cat_roles),
+        schema=schema,
+        n_events=len(batch),
+        num_names=tuple(num_names),
+        num_roles=tuple(num_roles),
+        cat_names=tuple(cat_names),
+        cat_roles=tuple(cat_roles),
+        performance={},
         **_numeric_summary(np.empty((0, len(num_names))), n_bins),
         **_categorical_summary(np.empty((0, len(cat_names)), dtype=np.int32), sizes),
     )

@@ -66,9 +66,7 @@ class Schema:
             raise ValueError("feature names must be unique across numeric and categorical features")
         if self.prediction not in ("none", "numeric", "categorical"):
             raise ValueError(f"prediction must be 'none', 'numeric' or 'categorical', got {self.prediction!r}")
-        object.__setattr__(
-            self, "_index", tuple({c: k for k, c in enumerate(vocab)} for vocab in self.categories)
-        )
+        object.__setattr__(self, "_index", tuple({c: k for k, c in enumerate(vocab)} for vocab in self.categories))
 
     def category_index(self, j: int) -> dict[str, int]:
         """Map from category to code for categorical feature ``j``."""
@@ -171,9 +169,7 @@ class EventBatch:
         else:
             conf = _empty_f64(n)
         return cls(
-            event_id=np.asarray(
-                [str(i) for i in range(n)] if event_id is None else event_id, dtype=object
-            ),
+            event_id=np.asarray([str(i) for i in range(n)] if event_id is None else event_id, dtype=object),
             ts=np.arange(n, dtype=np.int64) if ts is None else np.asarray(ts, dtype=np.int64),
             client_id=np.full(n, None, dtype=object) if client_id is None else np.asarray(client_id, dtype=object),
             numeric=x,
@@ -185,7 +181,9 @@ class EventBatch:
             confidence=conf,
             proba=p,
             label=_empty_f64(n) if label is None else np.asarray(label, dtype=np.float64),
-            label_code=np.full(n, MISSING, dtype=np.int32) if label_code is None else np.asarray(label_code, dtype=np.int32),
+            label_code=np.full(n, MISSING, dtype=np.int32)
+            if label_code is None
+            else np.asarray(label_code, dtype=np.int32),
         )
 
     def take(self, index: npt.NDArray[np.intp] | slice) -> EventBatch:

@@ -120,8 +120,17 @@ class PaneWindow:
     def snapshot(self) -> dict[str, npt.NDArray[Any]]:
         """State as arrays; :meth:`restore` on a window with the same parameters continues identically."""
         scalars = [
-            self._open_events, self._open_min, self._open_max, self._open_id, self._closed, self._seen,
-            self.late_dropped, self._open_seq, self.n_cells, self.n_panes, self.step,
+            self._open_events,
+            self._open_min,
+            self._open_max,
+            self._open_id,
+            self._closed,
+            self._seen,
+            self.late_dropped,
+            self._open_seq,
+            self.n_cells,
+            self.n_panes,
+            self.step,
         ]
         return {
             "ring": self._ring.copy(),
@@ -155,8 +164,16 @@ class PaneWindow:
             raise SnapshotError(f"snapshot ring {ring.shape} does not fit this window {self._ring.shape}")
         self._ring, self._window, self._open = ring, window, opened
         self._ring_events, self._ring_min, self._ring_max, self._ring_seq = ring_events, ring_min, ring_max, ring_seq
-        (self._open_events, self._open_min, self._open_max, self._open_id, self._closed, self._seen,
-         self.late_dropped, self._open_seq) = s[:8]
+        (
+            self._open_events,
+            self._open_min,
+            self._open_max,
+            self._open_id,
+            self._closed,
+            self._seen,
+            self.late_dropped,
+            self._open_seq,
+        ) = s[:8]
 
     # -- update ---------------------------------------------------------------------------------
     def update(self, cells: npt.NDArray[np.integer[Any]], ts: npt.NDArray[np.int64]) -> WindowCloses:
@@ -183,8 +200,12 @@ class PaneWindow:
         cols = list(zip(*out, strict=True))
         return WindowCloses(
             counts=np.stack(cols[0]),
-            **{k: np.asarray(v, dtype=np.int64) for k, v in zip(
-                ("event_index", "pane", "n_events", "start_ts", "end_ts", "start_seq"), cols[1:], strict=True)},
+            **{
+                k: np.asarray(v, dtype=np.int64)
+                for k, v in zip(
+                    ("event_index", "pane", "n_events", "start_ts", "end_ts", "start_seq"), cols[1:], strict=True
+                )
+            },
         )
 
     def _update(
@@ -193,10 +214,8 @@ class PaneWindow:
         n = len(ts)
         if n == 0:
             return
-        if self.by == "count":
-            pid = (self._seen + np.arange(n, dtype=np.int64)) // self.step
-        else:
-            pid = ts // self.step
+        count_ids = (self._seen + np.arange(n, dtype=np.int64)) // self.step
+        pid = count_ids if self.by == "count" else ts // self.step
         if self._open_id < 0:
             self._open_id = int(pid[0])
         wm = np.maximum.accumulate(np.maximum(pid, self._open_id))
@@ -277,7 +296,14 @@ class PaneWindow:
         self._open_id += 1
         n_events = int(self._ring_events.sum())
         if self._closed >= self.n_panes and n_events >= self.min_events:
-            out.append((
-                self._window.copy(), event_index, self._closed - 1, n_events,
-                int(self._ring_min.min()), int(self._ring_max.max()), int(self._ring_seq.min()),
-            ))
+            out.append(
+                (
+                    self._window.copy(),
+                    event_index,
+                    self._closed - 1,
+                    n_events,
+                    int(self._ring_min.min()),
+                    int(self._ring_max.max()),
+                    int(self._ring_seq.min()),
+                )
+            )

@@ -35,7 +35,6 @@ def alert_record(
     config_digest: str,
     event_id: str,
     event_ts: int,
-    client_id: str | None,
     source: Mapping[str, Any],
 ) -> dict[str, Any]:
     """The alert as published, from a core decision and where it happened.
@@ -46,6 +45,7 @@ def alert_record(
     ``open``, ``update`` and ``resolved`` records of one incident.
     """
     columns = ",".join(decision.columns) or decision.kind
+    client_id = decision.client_id
     scope = (model_id, baseline_version, config_digest, decision.kind, columns, client_id)
     incident_id = _digest(*scope, decision.incident)
     return {

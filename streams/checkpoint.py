@@ -57,7 +57,8 @@ class CheckpointStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         meta = json.dumps({**cp.meta, "offsets": cp.offsets}).encode()
         buf = io.BytesIO()
-        np.savez(buf, **cp.state, **{_META: np.frombuffer(meta, dtype=np.uint8)})
+        arrays: dict[str, Any] = {**cp.state, _META: np.frombuffer(meta, dtype=np.uint8)}
+        np.savez(buf, allow_pickle=False, **arrays)
         tmp = self.path.with_suffix(".tmp")
         with tmp.open("wb") as fh:
             fh.write(buf.getbuffer())

@@ -70,9 +70,13 @@ def cmd_baseline_build(args: argparse.Namespace) -> int:
     progress.close()
     models = sorted({str(e["model_id"]) for e in events})
     if not models:
-        raise UsageError(f"{args.input}: no valid reference events" + (f" of model {args.model_id!r}" if args.model_id else ""))
+        raise UsageError(
+            f"{args.input}: no valid reference events" + (f" of model {args.model_id!r}" if args.model_id else "")
+        )
     if len(models) > 1:
-        raise UsageError(f"{args.input} holds events of several models ({', '.join(models)}): choose one with --model-id")
+        raise UsageError(
+            f"{args.input} holds events of several models ({', '.join(models)}): choose one with --model-id"
+        )
     model_id = models[0]
     if dead:
         log.warning("%d reference lines were invalid and skipped (first: %s)", len(dead), dead[0].detail)
@@ -80,12 +84,23 @@ def cmd_baseline_build(args: argparse.Namespace) -> int:
     decoded = Decoder({model_id: schema}, max_message_bytes=s.max_message_bytes).decode(values)
     batch = next(b.batch for b in decoded.batches if b.model_id == model_id)
     info = build_baseline(
-        store, batch, schema, n_bins=args.bins or s.baselines.n_bins,
+        store,
+        batch,
+        schema,
+        n_bins=args.bins or s.baselines.n_bins,
         source={"file": os.path.basename(args.input), "sha256": sha.hexdigest(), "events": len(batch)},
-        actor=args.actor, promote=False if args.no_promote else None,
+        actor=args.actor,
+        promote=False if args.no_promote else None,
     )
-    log.info("baseline %s/%s from %d events (%d numeric, %d categorical features)%s", model_id, info.version,
-             len(batch), len(schema.numeric), len(schema.categorical), "; active" if info.active else "")
+    log.info(
+        "baseline %s/%s from %d events (%d numeric, %d categorical features)%s",
+        model_id,
+        info.version,
+        len(batch),
+        len(schema.numeric),
+        len(schema.categorical),
+        "; active" if info.active else "",
+    )
     print(info.version)
     return 0
 
@@ -113,23 +128,38 @@ def cmd_baseline_show(args: argparse.Namespace) -> int:
     store = _store(_settings(args, **{"baselines.store": args.store}))
     b = load_baseline(store, args.model_id, args.version)
     ref = b.reference
-    _print({
-        **_info_json(b.info),
-        "n_events": ref.n_events,
-        "schema": ref.to_arrays()[1]["schema"],
-        "performance": dict(ref.performance),
-        "columns": [
-            {"name": n, "role": r, "type": "numeric", "mean": float(ref.num_mean[i]), "std": float(ref.num_std[i]),
-             "min": float(ref.num_min[i]), "max": float(ref.num_max[i]),
-             "missing_rate": float(ref.num_missing[i]) / ref.n_events}
-            for i, (n, r) in enumerate(zip(ref.num_names, ref.num_roles, strict=True))
-        ] + [
-            {"name": n, "role": r, "type": "categorical", "categories": int(ref.cat_sizes[i]),
-             "missing_rate": float(ref.cat_missing[i]) / ref.n_events}
-            for i, (n, r) in enumerate(zip(ref.cat_names, ref.cat_roles, strict=True))
-        ],
-        "source": b.info.meta.get("source", {}),
-    })
+    _print(
+        {
+            **_info_json(b.info),
+            "n_events": ref.n_events,
+            "schema": ref.to_arrays()[1]["schema"],
+            "performance": dict(ref.performance),
+            "columns": [
+                {
+                    "name": n,
+                    "role": r,
+                    "type": "numeric",
+                    "mean": float(ref.num_mean[i]),
+                    "std": float(ref.num_std[i]),
+                    "min": float(ref.num_min[i]),
+                    "max": float(ref.num_max[i]),
+                    "missing_rate": float(ref.num_missing[i]) / ref.n_events,
+                }
+                for i, (n, r) in enumerate(zip(ref.num_names, ref.num_roles, strict=True))
+            ]
+            + [
+                {
+                    "name": n,
+                    "role": r,
+                    "type": "categorical",
+                    "categories": int(ref.cat_sizes[i]),
+                    "missing_rate": float(ref.cat_missing[i]) / ref.n_events,
+                }
+                for i, (n, r) in enumerate(zip(ref.cat_names, ref.cat_roles, strict=True))
+            ],
+            "source": b.info.meta.get("source", {}),
+        }
+    )
     return 0
 
 
@@ -137,8 +167,11 @@ def cmd_baseline_verify(args: argparse.Namespace) -> int:
     store = _store(_settings(args, **{"baselines.store": args.store}))
     targets: list[tuple[str, str | None]]
     if args.model_id:
-        targets = [(args.model_id, args.version)] if args.version else [
-            (args.model_id, i.version) for i in store.list_versions(args.model_id)]
+        targets = (
+            [(args.model_id, args.version)]
+            if args.version
+            else [(args.model_id, i.version) for i in store.list_versions(args.model_id)]
+        )
     else:
         targets = [(m, i.version) for m in store.list_models() for i in store.list_versions(m)]
     ok = True
@@ -205,7 +238,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
             producer.produce(alerts_topic, orjson.dumps(a), key=a["alert_id"].encode())
     else:
         writer = JsonlWriter(args.alerts)
-        on_alert = writer.write
+
+        def on_alert(a: dict[str, Any]) -> None:
+            assert writer is not None
+            writer.write(a)
+
     dead_writer = JsonlWriter(args.dead_letters) if args.dead_letters else None
     dead_count: dict[str, int] = {}
 
@@ -219,8 +256,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if args.input:
             summary = replay_file(s, baselines, args.input, on_alert, on_dead, progress=progress)
         else:
-            summary = replay_topic(s, baselines, args.topic, _time_arg(args.from_time, "--from"),
-                                   _time_arg(args.to_time, "--to"), on_alert, on_dead, progress=progress)
+            summary = replay_topic(
+                s,
+                baselines,
+                args.topic,
+                _time_arg(args.from_time, "--from"),
+                _time_arg(args.to_time, "--to"),
+                on_alert,
+                on_dead,
+                progress=progress,
+            )
         if producer is not None:
             producer.flush()
     finally:
@@ -228,8 +273,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
             writer.close()
         if dead_writer is not None:
             dead_writer.close()
-    log.info("replayed %d events: %d alerts, %d dead letters %s", summary.events, summary.alerts,
-             summary.dead_letters, dead_count or "")
+    log.info(
+        "replayed %d events: %d alerts, %d dead letters %s",
+        summary.events,
+        summary.alerts,
+        summary.dead_letters,
+        dead_count or "",
+    )
     return 0
 
 
@@ -294,7 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
     store_args(q, version=True)
     q.add_argument("--model-id")
     q.set_defaults(func=cmd_baseline_verify)
-    for name, func, needs_version in (("promote", cmd_baseline_promote, True), ("rollback", cmd_baseline_rollback, False)):
+    for name, func, needs_version in (
+        ("promote", cmd_baseline_promote, True),
+        ("rollback", cmd_baseline_rollback, False),
+    ):
         q = b.add_parser(name, help=f"{name} the active version of a model")
         store_args(q, model=True)
         if needs_version:

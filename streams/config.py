@@ -120,12 +120,12 @@ class Settings(_Frozen):
     (1000, 'inferwatch.alerts')
     """
 
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
-    drift: DriftSettings = Field(default_factory=DriftSettings)
-    baselines: BaselineSettings = Field(default_factory=BaselineSettings)
-    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
-    checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
-    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    kafka: KafkaSettings = Field(default_factory=lambda: KafkaSettings())
+    drift: DriftSettings = Field(default_factory=lambda: DriftSettings())
+    baselines: BaselineSettings = Field(default_factory=lambda: BaselineSettings())
+    metrics: MetricsSettings = Field(default_factory=lambda: MetricsSettings())
+    checkpoint: CheckpointSettings = Field(default_factory=lambda: CheckpointSettings())
+    logging: LoggingSettings = Field(default_factory=lambda: LoggingSettings())
     max_message_bytes: int = Field(1_048_576, ge=64)
 
     def detection_digest(self) -> str:
@@ -176,14 +176,12 @@ def load_settings(
             raise ConfigError(f"configuration file {p} must hold an object at the top level")
     for key, raw in sorted((os.environ if env is None else env).items()):
         if key.startswith(ENV_PREFIX):
-            _set_path(tree, key[len(ENV_PREFIX):].lower().split("__"), _parse_env_value(raw))
+            _set_path(tree, key[len(ENV_PREFIX) :].lower().split("__"), _parse_env_value(raw))
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set_path(tree, dotted.split("."), value)
     try:
         return Settings.model_validate(tree)
     except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(str(x) for x in err['loc']) or '(top)'}: {err['msg']}" for err in e.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(x) for x in err['loc']) or '(top)'}: {err['msg']}" for err in e.errors())
         raise ConfigError(f"invalid configuration: {problems}") from None

@@ -45,18 +45,20 @@ def run_demo(bootstrap: str, *, workdir: Path, events: int = 40_000, rate: float
     objs, _, _ = parse_events(ref_lines)
     schema = infer_schema(objs, model.model_id)
     batch = Decoder({model.model_id: schema}).decode(ref_lines).batches[0].batch
-    settings = Settings.model_validate({
-        "kafka": {
-            "bootstrap_servers": bootstrap,
-            "topics": [f"demo-{run_id}.events"],
-            "group_id": f"inferwatch-demo-{run_id}",
-            "alerts_topic": f"demo-{run_id}.alerts",
-            "dead_letter_topic": f"demo-{run_id}.dead-letters",
-        },
-        "baselines": {"store": str(workdir / "baselines")},
-        "checkpoint": {"dir": str(workdir / f"state-{run_id}")},
-        "metrics": {"port": _free_port()},
-    })
+    settings = Settings.model_validate(
+        {
+            "kafka": {
+                "bootstrap_servers": bootstrap,
+                "topics": [f"demo-{run_id}.events"],
+                "group_id": f"inferwatch-demo-{run_id}",
+                "alerts_topic": f"demo-{run_id}.alerts",
+                "dead_letter_topic": f"demo-{run_id}.dead-letters",
+            },
+            "baselines": {"store": str(workdir / "baselines")},
+            "checkpoint": {"dir": str(workdir / f"state-{run_id}")},
+            "metrics": {"port": _free_port()},
+        }
+    )
     info = build_baseline(open_store(settings), batch, schema, source={"demo": run_id}, promote=True)
     open_store(settings).promote(model.model_id, info.version, reason="demo")
     _say(f"baseline {model.model_id}/{info.version} built from {len(batch):,} reference events and promoted")
@@ -88,18 +90,22 @@ def run_demo(bootstrap: str, *, workdir: Path, events: int = 40_000, rate: float
     stop_reader = threading.Event()
 
     def _read_alerts() -> None:
-        c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"demo-reader-{run_id}",
-                      "auto.offset.reset": "earliest"})
+        c = Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": f"demo-reader-{run_id}", "auto.offset.reset": "earliest"}
+        )
         c.subscribe([k.alerts_topic])
         try:
             while not stop_reader.is_set():
                 m = c.poll(0.2)
-                if m is None or m.error() is not None:
+                value = None if m is None or m.error() is not None else m.value()
+                if value is None:
                     continue
-                a = orjson.loads(m.value())
+                a = orjson.loads(value)
                 alerts.append(a)
-                _say(f"  ALERT [{a['severity']:>8}] {a['status']:>8} {a['kind']} {a['features']} at "
-                     f"{a['event_id']}: {a['message']}")
+                _say(
+                    f"  ALERT [{a['severity']:>8}] {a['status']:>8} {a['kind']} {a['features']} at "
+                    f"{a['event_id']}: {a['message']}"
+                )
         finally:
             c.close()
 
@@ -128,8 +134,9 @@ def run_demo(bootstrap: str, *, workdir: Path, events: int = 40_000, rate: float
     # 5. Wait until the service has caught up, then stop it cleanly.
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        done = service.registry.get_sample_value(
-            "inferwatch_events_consumed_total", {"model_id": model.model_id}) or 0.0
+        done = (
+            service.registry.get_sample_value("inferwatch_events_consumed_total", {"model_id": model.model_id}) or 0.0
+        )
         if done >= events:
             break
         time.sleep(0.5)
@@ -141,14 +148,19 @@ def run_demo(bootstrap: str, *, workdir: Path, events: int = 40_000, rate: float
     reg = service.registry
     consumed = reg.get_sample_value("inferwatch_events_consumed_total", {"model_id": model.model_id}) or 0
     invalid = sum(
-        s.value for m in reg.collect() if m.name == "inferwatch_events_invalid" for s in m.samples
+        s.value
+        for m in reg.collect()
+        if m.name == "inferwatch_events_invalid"
+        for s in m.samples
         if s.name.endswith("_total")
     )
     opened = [a for a in alerts if a["status"] == "open"]
     early = [a for a in opened if int(a["event_id"].rsplit("-", 1)[1]) < shift_at]
     caught = [a for a in opened if a["features"] == ["f05"]]
-    _say(f"done: {int(consumed):,} events, {int(invalid)} dead letters (topic {k.dead_letter_topic}), "
-         f"{len(alerts)} alert records")
+    _say(
+        f"done: {int(consumed):,} events, {int(invalid)} dead letters (topic {k.dead_letter_topic}), "
+        f"{len(alerts)} alert records"
+    )
     if failure:
         _say(f"service failed: {failure[0]}")
         return 1

@@ -45,7 +45,7 @@ class JsonlWriter:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = str(path)
         try:
-            self._fh: IO[bytes] = sys.stdout.buffer if self.path == "-" else Path(path).open("wb")
+            self._fh: IO[bytes] = sys.stdout.buffer if self.path == "-" else Path(path).open("wb")  # noqa: SIM115 (closed by close())
         except OSError as e:
             raise SourceError(f"cannot write {path}: {e.strerror}") from None
         self.count = 0

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from streams.config import KafkaSettings
 from streams.errors import DeliveryError, SourceError
@@ -70,12 +71,25 @@ class DeliveringProducer:
         else:
             self.delivered += 1
 
-    def produce(self, topic: str, value: bytes, *, key: bytes | None = None,
-                headers: Sequence[tuple[str, bytes]] | None = None, timestamp: int = 0) -> None:
+    def produce(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+        timestamp: int = 0,
+    ) -> None:
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, headers=list(headers or []),
-                                       timestamp=timestamp, on_delivery=self._on_delivery)
+                self._producer.produce(
+                    topic,
+                    value=value,
+                    key=key,
+                    headers=list(headers or []),
+                    timestamp=timestamp,
+                    on_delivery=self._on_delivery,
+                )
                 return
             except BufferError:
                 self._producer.poll(0.05)
@@ -92,8 +106,9 @@ class DeliveringProducer:
         self._producer.poll(timeout)
 
 
-def ensure_topics(bootstrap: dict[str, Any], names: Iterable[str], *, partitions: int = 1,
-                  timeout: float = 30.0) -> None:
+def ensure_topics(
+    bootstrap: dict[str, Any], names: Iterable[str], *, partitions: int = 1, timeout: float = 30.0
+) -> None:
     """Create the topics that do not exist yet (existing ones are left as they are)."""
     admin = AdminClient({k: v for k, v in bootstrap.items() if k != "error_cb"})
     wanted = [n for n in names if n]
@@ -107,9 +122,9 @@ def ensure_topics(bootstrap: dict[str, Any], names: Iterable[str], *, partitions
     for name, fut in admin.create_topics(missing, operation_timeout=timeout).items():
         try:
             fut.result()
-        except KafkaException as e:
-            if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise SourceError(f"cannot create topic {name}: {e}") from None
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise SourceError(f"cannot create topic {name}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -122,8 +137,9 @@ class PartitionRange:
     end: int
 
 
-def time_range_offsets(consumer: Consumer, topic: str, from_ms: int, to_ms: int,
-                       timeout: float = 30.0) -> list[PartitionRange]:
+def time_range_offsets(
+    consumer: Consumer, topic: str, from_ms: int, to_ms: int, timeout: float = 30.0
+) -> list[PartitionRange]:
     """The offsets of every partition of ``topic`` whose messages have timestamps in [from_ms, to_ms).
 
     Uses the broker's offsets-for-times index on the message timestamps.
@@ -139,10 +155,10 @@ def time_range_offsets(consumer: Consumer, topic: str, from_ms: int, to_ms: int,
     starts = consumer.offsets_for_times([TopicPartition(topic, p, from_ms) for p in parts], timeout=timeout)
     ends = consumer.offsets_for_times([TopicPartition(topic, p, to_ms) for p in parts], timeout=timeout)
     out = []
-    for p, s, e in zip(parts, starts, ends, strict=True):
+    for p, first, last in zip(parts, starts, ends, strict=True):
         _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
-        start = s.offset if s.offset >= 0 else high
-        end = e.offset if e.offset >= 0 else high
+        start = first.offset if first.offset >= 0 else high
+        end = last.offset if last.offset >= 0 else high
         if end > start:
             out.append(PartitionRange(topic, p, start, end))
     return out

@@ -40,7 +40,9 @@ class Metrics:
             "inferwatch_alerts", "Alert records published", ["model_id", "kind", "status"], registry=registry
         )
         self.consumer_lag = Gauge(
-            "inferwatch_consumer_lag", "Messages behind the end of the partition", ["topic", "partition"],
+            "inferwatch_consumer_lag",
+            "Messages behind the end of the partition",
+            ["topic", "partition"],
             registry=registry,
         )
         self.batch_seconds = Histogram(
@@ -50,8 +52,10 @@ class Metrics:
             registry=registry,
         )
         self.batch_events = Histogram(
-            "inferwatch_batch_events", "Messages per consumed batch",
-            buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 50000), registry=registry,
+            "inferwatch_batch_events",
+            "Messages per consumed batch",
+            buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 50000),
+            registry=registry,
         )
         self.drift = Gauge(
             "inferwatch_drift_statistic",
@@ -60,7 +64,8 @@ class Metrics:
             registry=registry,
         )
         self.delivery_failures = Counter(
-            "inferwatch_delivery_failures", "Batches whose alerts or dead letters Kafka did not acknowledge",
+            "inferwatch_delivery_failures",
+            "Batches whose alerts or dead letters Kafka did not acknowledge",
             registry=registry,
         )
         self.checkpoints = Counter("inferwatch_checkpoints", "Checkpoints written", registry=registry)

@@ -117,8 +117,14 @@ class _PositionRing:
         ranges = []
         for s, p in sorted({(int(a), int(b)) for a, b in zip(src, part, strict=True)}):
             sel = (src == s) & (part == p)
-            ranges.append({"topic": self.sources[s], "partition": p,
-                           "offset_start": int(off[sel].min()), "offset_end": int(off[sel].max())})
+            ranges.append(
+                {
+                    "topic": self.sources[s],
+                    "partition": p,
+                    "offset_start": int(off[sel].min()),
+                    "offset_end": int(off[sel].max()),
+                }
+            )
         return {
             "topic": self.sources[src[-1]],
             "partition": int(part[-1]),
@@ -127,8 +133,13 @@ class _PositionRing:
         }
 
     def snapshot(self) -> dict[str, npt.NDArray[Any]]:
-        return {"src": self.src, "part": self.part, "off": self.off, "seen": np.asarray(self.seen),
-                "sources": np.asarray(self.sources, dtype=np.str_)}
+        return {
+            "src": self.src,
+            "part": self.part,
+            "off": self.off,
+            "seen": np.asarray(self.seen),
+            "sources": np.asarray(self.sources, dtype=np.str_),
+        }
 
     def restore(self, state: Mapping[str, npt.NDArray[Any]]) -> None:
         if len(state["src"]) != self.capacity:
@@ -172,7 +183,7 @@ class Pipeline:
         capacity = drift.size + drift.step if drift.window == "count" else MAX_TRACKED_POSITIONS
         self._positions = {m: _PositionRing(capacity) for m in self.baselines}
 
-    def process(self, values: Sequence[bytes], positions: Positions) -> ChunkResult:
+    def process(self, values: Sequence[bytes | None], positions: Positions) -> ChunkResult:
         """Decode and detect on one chunk; returns alerts and dead letters in stream order."""
         out = ChunkResult()
         decoded = self.decoder.decode(values)
@@ -196,7 +207,6 @@ class Pipeline:
                         config_digest=self.config_digest,
                         event_id=str(mb.batch.event_id[d.event_index]),
                         event_ts=int(mb.batch.ts[d.event_index]),
-                        client_id=None,
                         source=ring.describe(positions.kind, d.window_start_seq, end_seq, positions, mb.index),
                     )
                 )

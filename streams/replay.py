@@ -105,24 +105,24 @@ def _merged(consumer: Consumer, ranges: list[PartitionRange], batch: int) -> Ite
                 missing = ", ".join(f"{t}[{p}]" for t, p in left)
                 raise SourceError(f"no messages for {STALL_TIMEOUT_S:.0f} s while replaying {missing}")
             for m in msgs:
-                if m.error() is not None:
+                topic, partition, offset = m.topic(), m.partition(), m.offset()
+                if m.error() is not None or topic is None or partition is None or offset is None:
                     log.warning("consumer error: %s", m.error())
                     continue
-                key = (m.topic(), m.partition())
+                key = (topic, partition)
                 r = left.get(key)
-                if r is None or m.offset() >= r.end:
+                if r is None or offset >= r.end:
                     continue
-                heapq.heappush(heap, (m.timestamp()[1], m.partition(), m.offset(), m.topic(), seq))
+                entry: tuple[int, int, int, str, int] = (m.timestamp()[1], partition, offset, topic, seq)
+                heapq.heappush(heap, entry)
                 store[seq] = m
                 seq += 1
                 buffers[key].append(m)
-                if m.offset() >= r.end - 1:
+                if offset >= r.end - 1:
                     del left[key]
-                    consumer.incremental_unassign([TopicPartition(m.topic(), m.partition())])
+                    consumer.incremental_unassign([TopicPartition(topic, partition)])
         # Safe to emit up to the smallest newest-timestamp of the partitions still being read.
-        limit = min(
-            (buffers[k][-1].timestamp()[1] if buffers[k] else -1 for k in left), default=None
-        )
+        limit = min((buffers[k][-1].timestamp()[1] if buffers[k] else -1 for k in left), default=None)
         out: list[Message] = []
         while heap and (limit is None or heap[0][0] < limit):
             out.append(store.pop(heapq.heappop(heap)[4]))
@@ -163,7 +163,9 @@ def replay_topic(
             values = [m.value() for m in msgs]
             zeros = np.zeros(len(msgs), np.int32)
             positions = Positions(
-                "kafka", (topic,), zeros,
+                "kafka",
+                (topic,),
+                zeros,
                 np.asarray([m.partition() for m in msgs], np.int32),
                 np.asarray([m.offset() for m in msgs], np.int64),
             )

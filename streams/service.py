@@ -78,8 +78,9 @@ def publish(producer: DeliveringProducer, settings: Settings, out: ChunkResult) 
     for alert in out.alerts:
         producer.produce(settings.kafka.alerts_topic, orjson.dumps(alert), key=alert["alert_id"].encode())
     for dead, where in out.dead:
-        producer.produce(settings.kafka.dead_letter_topic, dead.raw,
-                         headers=dead_letter_headers(dead.reason, dead.detail, where))
+        producer.produce(
+            settings.kafka.dead_letter_topic, dead.raw, headers=dead_letter_headers(dead.reason, dead.detail, where)
+        )
 
 
 class Service:
@@ -133,8 +134,14 @@ class Service:
             self._consumer = consumer
             if s.metrics.port > 0:
                 self.metrics_port = serve(self.registry, s.metrics.host, s.metrics.port)
-            log.info("consuming %s from %s; alerts to %s; metrics on %s:%s", s.kafka.topics,
-                     s.kafka.bootstrap_servers, s.kafka.alerts_topic, s.metrics.host, self.metrics_port)
+            log.info(
+                "consuming %s from %s; alerts to %s; metrics on %s:%s",
+                s.kafka.topics,
+                s.kafka.bootstrap_servers,
+                s.kafka.alerts_topic,
+                s.metrics.host,
+                self.metrics_port,
+            )
             self.ready.set()
             self._loop(consumer)
             self._commit(consumer)
@@ -169,7 +176,7 @@ class Service:
 
     def _process(self, msgs: list[Any]) -> None:
         t0 = time.perf_counter()
-        values: list[bytes] = []
+        values: list[bytes | None] = []
         topics: dict[str, int] = {}
         src: list[int] = []
         part: list[int] = []
@@ -186,8 +193,9 @@ class Service:
             self._offsets[f"{t}:{m.partition()}"] = m.offset() + 1
         if not values:
             return
-        positions = Positions("kafka", tuple(topics), np.asarray(src, np.int32), np.asarray(part, np.int32),
-                              np.asarray(off, np.int64))
+        positions = Positions(
+            "kafka", tuple(topics), np.asarray(src, np.int32), np.asarray(part, np.int32), np.asarray(off, np.int64)
+        )
         out = self.pipeline.process(values, positions)
         publish(self.producer, self.settings, out)
         self.metrics.observe_chunk(out)
@@ -218,6 +226,8 @@ class Service:
                 _, high = consumer.get_watermark_offsets(tp, cached=True)
                 pos = self._offsets.get(f"{tp.topic}:{tp.partition}")
                 if pos is not None and high >= 0:
-                    self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(max(high - pos, 0))
+                    self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
+                        max(high - pos, 0)
+                    )
         except KafkaException as e:
             log.debug("lag unavailable: %s", e)
