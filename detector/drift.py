@@ -10,13 +10,11 @@ import numpy.typing as npt
 
 from detector.reference import Reference, Role
 from detector.schema import MISSING, UNSEEN, EventBatch
-from detector.stats import chi2_homogeneity, js_distance, ks_binned, psi
+from detector.stats import BinnedComparison, chi2_homogeneity
 from detector.window import PaneWindow
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
-
-_ROWS = 1024  # rows binned per block
 
 
 @dataclass(frozen=True)
@@ -110,10 +108,11 @@ class DriftMonitor:
         n_cells = self._n_num * self._num_width + self._n_cat * self._cat_width
         self._num_offset = (np.arange(self._n_num) * self._num_width).astype(np.int32)
         self._cat_offset = (self._n_num * self._num_width + np.arange(self._n_cat) * self._cat_width).astype(np.int32)
-        # Edges as (n_bins - 1, n_num) so each comparison is one broadcast over a row-major batch.
-        self._edges_t = np.ascontiguousarray(ref.edges.T)
-        self._ref_num = ref.num_counts
-        self._ref_cat = ref.cat_counts
+        # One (n_num, 1) column of edges per comparison pass over the column-major batch.
+        self._edges_cols = [np.ascontiguousarray(ref.edges[:, k : k + 1]) for k in range(ref.edges.shape[1])]
+        self._ref_num = BinnedComparison(ref.num_counts)
+        self._ref_cat = BinnedComparison(ref.cat_counts)
+        self._ref_cat_counts = ref.cat_counts
         self._pane_window = PaneWindow(n_cells, by=window, size=size, step=step, min_events=min_events)
         self._buf_cap = -1  # no buffers yet: even an empty first batch allocates them
         self._reset()
@@ -134,42 +133,42 @@ class DriftMonitor:
         """Events that arrived after their window had passed (time windows only)."""
         return self._pane_window.late_dropped
 
-    def _buffers(self, n: int) -> npt.NDArray[np.int32]:
+    def _buffers(self, n: int) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.uint8], npt.NDArray[np.bool_]]:
         # Reused across batches: allocating these per batch makes glibc fault them back in each time.
         if n > self._buf_cap:
             self._buf_cap = max(n, 1024)
-            self._cells = np.empty((self._buf_cap, self._n_num + self._n_cat), dtype=np.int32)
-            self._acc = np.empty((_ROWS, self._n_num), dtype=np.uint8)
-            self._cmp = np.empty((_ROWS, self._n_num), dtype=np.bool_)
-        return self._cells[:n]
+            self._cells_t = np.empty((self._n_num + self._n_cat, self._buf_cap), dtype=np.int32)
+            self._acc = np.empty((self._n_num, self._buf_cap), dtype=np.uint8)
+            self._cmp = np.empty((self._n_num, self._buf_cap), dtype=np.bool_)
+        return self._cells_t[:, :n], self._acc[:, :n], self._cmp[:, :n]
 
     def cells(self, batch: EventBatch) -> npt.NDArray[np.int32]:
-        """Histogram cell of every event in every monitored column, ``(n_events, n_columns)``."""
+        """Histogram cell of every event in every monitored column, ``(n_events, n_columns)``.
+
+        The result is a view of a buffer reused by the next call.
+        """
         x, c = self.reference.columns(batch)
         n = len(batch)
-        cells = self._buffers(n)
-        # Blocks of rows small enough to stay in cache across the n_bins - 1 passes; counting
-        # "x >= edge" in uint8 is ~2x faster than a searchsorted per column.
-        for a in range(0, n, _ROWS):
-            xb = x[a : a + _ROWS]
-            k = len(xb)
-            acc, cmp = self._acc[:k], self._cmp[:k]
-            acc[...] = 0
-            acc_view = cmp.view(np.uint8)
-            for e in self._edges_t:
-                np.greater_equal(xb, e, out=cmp)
-                np.add(acc, acc_view, out=acc)
-            np.isnan(xb, out=cmp)
-            acc[cmp] = self._num_width - 1
-            np.add(acc, self._num_offset, out=cells[a : a + k, : self._n_num], casting="unsafe")
+        cells_t, acc, cmp = self._buffers(n)
+        # Column-major: each comparison is one long run against a scalar edge per column, ~2x
+        # faster than broadcasting a row of edges over short rows, and 3-6x faster than searchsorted.
+        xt = np.ascontiguousarray(x.T)
+        acc[...] = 0
+        ones = cmp.view(np.uint8)
+        for e in self._edges_cols:
+            np.greater_equal(xt, e, out=cmp)
+            np.add(acc, ones, out=acc)
+        np.isnan(xt, out=cmp)
+        acc[cmp] = self._num_width - 1
+        np.add(acc, self._num_offset[:, None], out=cells_t[: self._n_num], casting="unsafe")
         if self._n_cat:
-            cat = cells[:, self._n_num :]
-            cat[...] = c
+            cat = cells_t[self._n_num :]
+            cat[...] = c.T
             unseen_slot = self._cat_width - 2
-            cat[c == UNSEEN] = unseen_slot
-            cat[c == MISSING] = unseen_slot + 1
-            cat += self._cat_offset
-        return cells
+            cat[cat == UNSEEN] = unseen_slot
+            cat[cat == MISSING] = unseen_slot + 1
+            cat += self._cat_offset[:, None]
+        return cells_t.T
 
     def update(self, batch: EventBatch) -> DriftReport:
         """Add a batch; return the statistics of every window evaluated on the way."""
@@ -183,8 +182,9 @@ class DriftMonitor:
         cat = counts[:, nn * self._num_width :].reshape(e, nc, self._cat_width)
         num_hist, num_missing = num[..., :-1], num[..., -1]
         cat_hist, cat_missing = cat[..., :-1], cat[..., -1]
-        d, ks_p = ks_binned(num_hist, self._ref_num)
-        _, _, chi_p = chi2_homogeneity(cat_hist, self._ref_cat)
+        num_psi, num_js, d, ks_p = self._ref_num.compare(num_hist)
+        cat_psi, cat_js, _, _ = self._ref_cat.compare(cat_hist)
+        _, _, chi_p = chi2_homogeneity(cat_hist, self._ref_cat_counts)
         total = closes.n_events[:, None].astype(np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
             missing = np.concatenate([num_missing, cat_missing], axis=1) / total
@@ -200,8 +200,8 @@ class DriftMonitor:
             start_ts=closes.start_ts,
             end_ts=closes.end_ts,
             start_seq=closes.start_seq,
-            psi=np.concatenate([psi(num_hist, self._ref_num), psi(cat_hist, self._ref_cat)], axis=1),
-            js=np.concatenate([js_distance(num_hist, self._ref_num), js_distance(cat_hist, self._ref_cat)], axis=1),
+            psi=np.concatenate([num_psi, cat_psi], axis=1),
+            js=np.concatenate([num_js, cat_js], axis=1),
             ks=np.concatenate([d, np.full((e, nc), np.nan)], axis=1),
             p_value=np.concatenate([ks_p, chi_p], axis=1),
             missing_rate=missing,

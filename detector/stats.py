@@ -28,6 +28,47 @@ def _proportions(counts: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
         return c / n, n[..., 0]
 
 
+class BinnedComparison:
+    """PSI, Jensen–Shannon distance and binned KS of windows against one fixed reference histogram.
+
+    The reference side (proportions, their floors and logarithms) is computed once, so scoring
+    many windows costs only the window side. :func:`psi`, :func:`js_distance` and
+    :func:`ks_binned` are this class applied once.
+
+    Examples
+    --------
+    >>> cmp = BinnedComparison([[50, 50]])
+    >>> r = cmp.compare([[[80, 20]]])
+    >>> round(float(r[0][0, 0]), 4), round(float(r[2][0, 0]), 2)
+    (0.4159, 0.3)
+    """
+
+    def __init__(self, q: npt.ArrayLike, *, epsilon: float = PSI_EPSILON) -> None:
+        self.q, self.m = _proportions(q)
+        self.q_floor = np.maximum(self.q, epsilon)
+        self.log_q_floor = np.log(self.q_floor)
+        self.epsilon = epsilon
+
+    def compare(self, p: npt.ArrayLike) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+        """``(psi, js_distance, ks_statistic, ks_p_value)`` of window counts ``p`` (bins last)."""
+        pp, n = _proportions(p)
+        q, m = self.q, self.m
+        ok = (n > 0) & (m > 0)
+        pf = np.maximum(pp, self.epsilon)
+        psi_v = np.sum((pf - self.q_floor) * (np.log(pf) - self.log_q_floor), axis=-1)
+        mid = (pp + q) / 2
+        js = (special.rel_entr(pp, mid).sum(axis=-1) + special.rel_entr(q, mid).sum(axis=-1)) / 2
+        js_v = np.sqrt(np.maximum(js, 0.0) / np.log(2))
+        d = np.max(np.abs(np.cumsum(pp - q, axis=-1)), axis=-1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            en = np.where(ok, n * m / (n + m), 0.0)
+        # The Kolmogorov limit (scipy.stats.kstwobign) is a C ufunc; scipy's finite-n kstwo is ~1000x
+        # slower and differs only in the third digit at window sizes worth testing.
+        pv = np.where(ok, special.kolmogorov(np.sqrt(en) * np.where(ok, d, 0.0)), np.nan)
+        nan = np.nan
+        return np.where(ok, psi_v, nan), np.where(ok, js_v, nan), np.where(ok, d, nan), pv
+
+
 def psi(p: npt.ArrayLike, q: npt.ArrayLike, *, epsilon: float = PSI_EPSILON) -> FloatArray:
     """Population stability index of the window ``p`` against the reference ``q``.
 
@@ -41,12 +82,7 @@ def psi(p: npt.ArrayLike, q: npt.ArrayLike, *, epsilon: float = PSI_EPSILON) -> 
     >>> round(float(psi([80, 20], [50, 50])), 4)
     0.4159
     """
-    pp, n = _proportions(p)
-    qq, m = _proportions(q)
-    pp = np.maximum(pp, epsilon)
-    qq = np.maximum(qq, epsilon)
-    out = np.sum((pp - qq) * np.log(pp / qq), axis=-1)
-    return np.where((n == 0) | (m == 0), np.nan, out)
+    return BinnedComparison(q, epsilon=epsilon).compare(p)[0]
 
 
 def js_distance(p: npt.ArrayLike, q: npt.ArrayLike) -> FloatArray:
@@ -57,12 +93,7 @@ def js_distance(p: npt.ArrayLike, q: npt.ArrayLike) -> FloatArray:
     >>> float(js_distance([1, 0], [0, 1]))
     1.0
     """
-    pp, n = _proportions(p)
-    qq, m = _proportions(q)
-    mid = (pp + qq) / 2
-    js = (special.rel_entr(pp, mid).sum(axis=-1) + special.rel_entr(qq, mid).sum(axis=-1)) / 2
-    out = np.sqrt(np.maximum(js, 0.0) / np.log(2))
-    return np.where((n == 0) | (m == 0), np.nan, out)
+    return BinnedComparison(q).compare(p)[1]
 
 
 def ks_binned(p: npt.ArrayLike, q: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
@@ -79,16 +110,8 @@ def ks_binned(p: npt.ArrayLike, q: npt.ArrayLike) -> tuple[FloatArray, FloatArra
     >>> float(d), bool(pv < 1e-10)
     (0.9, True)
     """
-    pp, n = _proportions(p)
-    qq, m = _proportions(q)
-    d = np.max(np.abs(np.cumsum(pp - qq, axis=-1)), axis=-1)
-    ok = (n > 0) & (m > 0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        en = np.where(ok, n * m / (n + m), 0.0)
-    # The Kolmogorov limit (scipy.stats.kstwobign) is a C ufunc; scipy's finite-n kstwo is ~1000x
-    # slower and differs only in the third digit at window sizes worth testing.
-    pv = np.where(ok, special.kolmogorov(np.sqrt(en) * np.where(ok, d, 0.0)), np.nan)
-    return np.where(ok, d, np.nan), pv
+    _, _, d, pv = BinnedComparison(q).compare(p)
+    return d, pv
 
 
 def chi2_homogeneity(p: npt.ArrayLike, q: npt.ArrayLike) -> tuple[FloatArray, FloatArray, FloatArray]:

@@ -111,7 +111,7 @@ class PaneWindow:
         self._open_min = _NO_TS
         self._open_max = -_NO_TS
         self._open_seq = _NO_TS
-        self._open_id = -1  # pane id of the open pane; -1 before the first event
+        self._open_id = -1  # pane id of the open pane; set by the first event
         self._closed = 0  # panes closed since the start
         self._seen = 0  # events seen
         self.late_dropped = 0
@@ -216,7 +216,7 @@ class PaneWindow:
             return
         count_ids = (self._seen + np.arange(n, dtype=np.int64)) // self.step
         pid = count_ids if self.by == "count" else ts // self.step
-        if self._open_id < 0:
+        if self._seen == 0:  # first event: pane ids can be negative (event times before the epoch)
             self._open_id = int(pid[0])
         wm = np.maximum.accumulate(np.maximum(pid, self._open_id))
         # Segments: runs of events that share the open pane (the watermark).
@@ -233,29 +233,30 @@ class PaneWindow:
             return
         self._seen += n
         keys = cells + (seg_of * self.n_cells)[:, None]
-        if on_time.all():
-            seg_counts = np.bincount(keys.ravel(), minlength=n_seg * self.n_cells)
-        else:
-            seg_counts = np.bincount(keys[on_time].ravel(), minlength=n_seg * self.n_cells)
-        seg_counts = seg_counts.reshape(n_seg, self.n_cells)
-        ev_counts = np.bincount(seg_of[on_time], minlength=n_seg)
-        late = np.flatnonzero(~on_time)
+        # order="K": the cells may be a column-major view; bincount does not care about order.
+        flat = keys.ravel(order="K") if on_time.all() else keys[on_time].ravel(order="K")
+        seg_counts = np.bincount(flat, minlength=n_seg * self.n_cells).reshape(n_seg, self.n_cells)
+        # Per-segment summaries of the on-time events, as Python ints for the loop below.
+        ev_counts = np.bincount(seg_of[on_time], minlength=n_seg).tolist()
+        seg_min = np.minimum.reduceat(np.where(on_time, ts, _NO_TS), seg_start).tolist()
+        seg_max = np.maximum.reduceat(np.where(on_time, ts, -_NO_TS), seg_start).tolist()
+        seg_first = np.minimum.reduceat(np.where(on_time, np.arange(n), n), seg_start).tolist()
+        starts, stops, marks = seg_start.tolist(), seg_stop.tolist(), wm[seg_start].tolist()
+        late = np.flatnonzero(~on_time).tolist()
         late_pos = 0
         for s in range(n_seg):
-            a, b = int(seg_start[s]), int(seg_stop[s])
-            w = int(wm[a])
-            if w > self._open_id:
-                self._advance_to(w, offset + a, out)
-            seg_ts = ts[a:b][on_time[a:b]]
-            if seg_ts.size and self._open_seq == _NO_TS:
-                self._open_seq = self._seen - n + a + int(np.argmax(on_time[a:b]))
-            self._open += seg_counts[s]
-            self._open_events += int(ev_counts[s])
-            if seg_ts.size:
-                self._open_min = min(self._open_min, int(seg_ts.min()))
-                self._open_max = max(self._open_max, int(seg_ts.max()))
+            a, b = starts[s], stops[s]
+            if marks[s] > self._open_id:
+                self._advance_to(marks[s], offset + a, out)
+            if ev_counts[s]:
+                if self._open_seq == _NO_TS:
+                    self._open_seq = self._seen - n + seg_first[s]
+                self._open += seg_counts[s]
+                self._open_events += ev_counts[s]
+                self._open_min = min(self._open_min, seg_min[s])
+                self._open_max = max(self._open_max, seg_max[s])
             while late_pos < len(late) and late[late_pos] < b:
-                self._add_late(int(late[late_pos]), cells, ts, pid)
+                self._add_late(late[late_pos], cells, ts, pid)
                 late_pos += 1
             if self.by == "count" and self._open_events == self.step:
                 self._close(offset + b - 1, out)
@@ -289,7 +290,7 @@ class PaneWindow:
         self._ring_min[slot] = self._open_min
         self._ring_max[slot] = self._open_max
         self._ring_seq[slot] = self._open_seq
-        self._open = np.zeros(self.n_cells, dtype=np.int64)
+        self._open[...] = 0
         self._open_events = 0
         self._open_min, self._open_max, self._open_seq = _NO_TS, -_NO_TS, _NO_TS
         self._closed += 1
