@@ -101,6 +101,8 @@ class DriftMonitor:
         self.step = step
         self.min_events = min_events
         ref = reference
+        if ref.n_bins > 255:  # bins and the missing slot are counted in uint8 by cells()
+            raise ValueError(f"DriftMonitor supports at most 255 bins per column, the reference has {ref.n_bins}")
         self._n_num = len(ref.num_names)
         self._n_cat = len(ref.cat_names)
         self._num_width = ref.n_bins + 1  # bins, then missing

@@ -223,7 +223,8 @@ def reference_performance(batch: EventBatch, schema: Schema) -> dict[str, float]
     """Performance of the model on the labelled rows of ``batch`` (empty if none are labelled)."""
     perf: dict[str, float] = {}
     if schema.prediction == "categorical":
-        ok = (batch.label_code != MISSING) & (batch.prediction_code != MISSING)
+        # Only known classes count: an unseen label never matches, even an unseen prediction.
+        ok = (batch.label_code >= 0) & (batch.prediction_code != MISSING)
         if ok.any():
             perf["accuracy"] = float(np.mean(batch.label_code[ok] == batch.prediction_code[ok]))
             perf["labelled"] = float(ok.sum())
