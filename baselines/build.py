@@ -7,9 +7,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from baselines.errors import BaselineError
 from baselines.store import BaselineInfo, BaselineStore
 from detector.errors import SnapshotError
+from detector.performance import PerformanceReference, fit_performance
 from detector.reference import Reference, fit_reference
 from detector.schema import EventBatch, PredictionKind, Schema
 
@@ -95,15 +98,36 @@ def infer_schema(events: Iterable[Mapping[str, Any]], model_id: str) -> Schema:
 
 @dataclass(frozen=True)
 class LoadedBaseline:
-    """A verified baseline from the store, ready for the detectors."""
+    """A verified baseline from the store, ready for the detectors.
+
+    ``performance`` is present when the reference events were labelled.
+    """
 
     reference: Reference
     info: BaselineInfo
+    performance: PerformanceReference | None = None
 
     @property
     def version(self) -> str:
         """The baseline's content-addressed version id."""
         return self.info.version
+
+
+def _with_prefix(prefix: str, arrays: Mapping[str, Any]) -> dict[str, Any]:
+    return {f"{prefix}.{k}": v for k, v in arrays.items()}
+
+
+def _under_prefix(prefix: str, arrays: Mapping[str, Any]) -> dict[str, Any]:
+    cut = len(prefix) + 1
+    return {k[cut:]: v for k, v in arrays.items() if k.startswith(prefix + ".")}
+
+
+def _labelled(batch: EventBatch, schema: Schema) -> bool:
+    if schema.prediction == "categorical":
+        return bool((batch.label_code >= 0).sum() >= 10)
+    if schema.prediction == "numeric":
+        return bool(np.isfinite(batch.label).sum() >= 10)
+    return False
 
 
 def build_baseline(
@@ -115,19 +139,35 @@ def build_baseline(
     source: Mapping[str, Any] | None = None,
     actor: str = "inferwatch",
     promote: bool | None = None,
+    seed: int = 0,
 ) -> BaselineInfo:
-    """Fit the reference distributions of ``batch`` and save them as a new baseline version."""
+    """Fit every reference artifact of ``batch`` and save them together as a new baseline version.
+
+    Always the drift reference; the performance reference (metrics and the confidence calibration
+    of the estimate) when at least a few reference events carry labels.
+    """
     reference = fit_reference(batch, schema, n_bins=n_bins)
     arrays, meta = reference.to_arrays()
-    meta = {**meta, "n_bins": n_bins, "source": dict(source or {})}
+    meta = {**meta, "n_bins": n_bins, "source": dict(source or {}), "components": ["drift"]}
+    if _labelled(batch, schema):
+        perf_arrays, perf_meta = fit_performance(batch, schema, seed=seed).to_arrays()
+        arrays.update(_with_prefix("performance", perf_arrays))
+        meta["performance_reference"] = perf_meta
+        meta["components"].append("performance")
     return store.save(schema.model_id, arrays, meta, actor=actor, promote=promote)
 
 
 def load_baseline(store: BaselineStore, model_id: str, version: str | None = None) -> LoadedBaseline:
     """Load and verify a baseline (the active version by default) as a :class:`LoadedBaseline`."""
     stored = store.load(model_id, version)
+    meta = stored.meta
     try:
-        reference = Reference.from_arrays(stored.arrays, stored.meta)
-    except SnapshotError as e:
+        reference = Reference.from_arrays(stored.arrays, meta)
+        performance = (
+            PerformanceReference.from_arrays(_under_prefix("performance", stored.arrays), meta["performance_reference"])
+            if "performance_reference" in meta
+            else None
+        )
+    except (SnapshotError, KeyError, ValueError) as e:
         raise BaselineError(f"baseline {model_id}/{stored.info.version} cannot be read: {e}") from None
-    return LoadedBaseline(reference=reference, info=stored.info)
+    return LoadedBaseline(reference=reference, info=stored.info, performance=performance)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -11,16 +12,50 @@ import numpy.typing as npt
 from detector.decision import AlertDecision, DriftPolicy
 from detector.drift import DriftMonitor, DriftReport
 from detector.errors import SnapshotError
+from detector.labels import JoinedBatch, LabelJoin
+from detector.performance import PerformanceMonitor
 from detector.reference import Reference
-from detector.schema import EventBatch
+from detector.schema import MISSING, EventBatch
+from detector.validation import InputValidator
+
+
+@dataclass(frozen=True)
+class FiredAlert:
+    """An alert record with the event it fired at.
+
+    ``row`` is the row of the batch given to :meth:`ModelMonitor.update` when the alert fired on
+    it, and None when it fired on a label joined later (the event then is an earlier one).
+    """
+
+    decision: AlertDecision
+    event_id: str
+    event_ts: int
+    row: int | None
 
 
 @dataclass(frozen=True)
 class MonitorResult:
-    """What one batch produced: alert records in stream order and the drift statistics behind them."""
+    """What one batch produced: alerts in stream order and the drift statistics behind them."""
 
-    alerts: list[AlertDecision]
+    alerts: list[FiredAlert]
     drift: DriftReport
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def decisions(self) -> list[AlertDecision]:
+        """The alert records alone."""
+        return [a.decision for a in self.alerts]
+
+
+def _on_batch(batch: EventBatch, decisions: list[AlertDecision]) -> list[FiredAlert]:
+    return [
+        FiredAlert(d, str(batch.event_id[d.event_index]), int(batch.ts[d.event_index]), d.event_index)
+        for d in decisions
+    ]
+
+
+def _on_joined(joined: JoinedBatch, decisions: list[AlertDecision]) -> list[FiredAlert]:
+    return [FiredAlert(d, str(joined.event_id[d.event_index]), int(joined.ts[d.event_index]), None) for d in decisions]
 
 
 class ModelMonitor:
@@ -33,7 +68,10 @@ class ModelMonitor:
     window, size, step, min_events
         Sliding window of the drift statistics (see :class:`~detector.drift.DriftMonitor`).
     false_alarm_rate, psi_warning, psi_critical, psi_resolve
-        Decision thresholds (see :class:`~detector.decision.DriftPolicy`).
+        Drift decision thresholds (see :class:`~detector.decision.DriftPolicy`).
+    validator, performance, labels
+        Optional detectors sharing the stream: input validation, performance against the reference
+        (estimated from confidences, actual from inline labels), and the join of late labels.
 
     Examples
     --------
@@ -45,7 +83,8 @@ class ModelMonitor:
     >>> x = rng.normal(size=(6000, 3))
     >>> x[3000:, 2] += 0.5
     >>> for a in mon.update(EventBatch.from_arrays(x)).alerts:
-    ...     print(a.kind, a.status, a.severity, a.columns, a.event_index)
+    ...     d = a.decision
+    ...     print(d.kind, d.status, d.severity, d.columns, a.event_id)
     feature_drift open warning ('c',) 3499
     feature_drift update critical ('c',) 3899
     """
@@ -62,6 +101,9 @@ class ModelMonitor:
         psi_warning: float = 0.1,
         psi_critical: float = 0.25,
         psi_resolve: float = 0.05,
+        validator: InputValidator | None = None,
+        performance: PerformanceMonitor | None = None,
+        labels: LabelJoin | None = None,
     ) -> None:
         self.reference = reference
         self.drift = DriftMonitor(reference, window=window, size=size, step=step, min_events=min_events)
@@ -74,25 +116,82 @@ class ModelMonitor:
             psi_critical=psi_critical,
             psi_resolve=psi_resolve,
         )
+        self.validator = validator
+        self.performance = performance
+        self.labels = labels if performance is not None else None
+        self._seq = 0
 
-    def update(self, batch: EventBatch) -> MonitorResult:
-        """Feed one batch of this model's events."""
+    @property
+    def seq(self) -> int:
+        """Events seen so far: the stream sequence number of the next event."""
+        return self._seq
+
+    def update(self, batch: EventBatch, *, violations: Mapping[tuple[str, str], int] | None = None) -> MonitorResult:
+        """Feed one batch of this model's events.
+
+        ``violations`` are the decoder's feature-level counts for these events (wrong types,
+        non-finite numbers, unexpected features), which the validator adds to its windows.
+        """
+        seq = self._seq
         report = self.drift.update(batch)
-        return MonitorResult(alerts=self.policy.decide(report), drift=report)
+        decisions = self.policy.decide(report)
+        if self.validator is not None:
+            decisions += self.validator.update(batch, seq=seq, extra=violations)
+        alerts = _on_batch(batch, decisions)
+        if self.performance is not None:
+            alerts += _on_batch(batch, self.performance.update(batch, seq=seq))
+            if self.labels is not None:
+                waiting = np.flatnonzero((batch.label_code == MISSING) & ~np.isfinite(batch.label))
+                b = batch.take(waiting)
+                joined = self.labels.add_predictions(b.event_id, b.ts, b.prediction, b.prediction_code, b.proba)
+                if len(joined):
+                    alerts += _on_joined(joined, self.performance.update_joined(joined, seq=seq))
+        alerts.sort(key=lambda a: (a.row is None, a.row or 0))
+        self._seq += len(batch)
+        return MonitorResult(alerts=alerts, drift=report)
+
+    def update_labels(
+        self,
+        event_id: npt.ArrayLike,
+        label: npt.ArrayLike,
+        label_code: npt.ArrayLike,
+        ts: npt.ArrayLike,
+    ) -> list[FiredAlert]:
+        """Feed late labels (from a feedback stream); alerts fire at the labelled events."""
+        if self.labels is None or self.performance is None:
+            return []
+        joined = self.labels.add_labels(event_id, label, label_code, ts)
+        if not len(joined):
+            return []
+        return _on_joined(joined, self.performance.update_joined(joined, seq=self._seq))
+
+    def _components(self) -> dict[str, Any]:
+        parts: dict[str, Any] = {"drift": self.drift, "policy": self.policy}
+        for name in ("validator", "performance", "labels"):
+            if getattr(self, name) is not None:
+                parts[name] = getattr(self, name)
+        return parts
 
     def snapshot(self) -> dict[str, npt.NDArray[Any]]:
         """All detector state as one flat dict of arrays, keys prefixed by component."""
-        out = {f"drift.{k}": v for k, v in self.drift.snapshot().items()}
-        out.update({f"policy.{k}": v for k, v in self.policy.snapshot().items()})
+        out: dict[str, npt.NDArray[Any]] = {"seq": np.asarray(self._seq, dtype=np.int64)}
+        for name, part in self._components().items():
+            out.update({f"{name}.{k}": v for k, v in part.snapshot().items()})
         return out
 
-    def restore(self, state: dict[str, npt.NDArray[Any]]) -> None:
-        """Continue from a :meth:`snapshot`."""
-        parts: dict[str, dict[str, npt.NDArray[Any]]] = {"drift": {}, "policy": {}}
+    def restore(self, state: Mapping[str, npt.NDArray[Any]]) -> None:
+        """Continue from a :meth:`snapshot` taken by a monitor built the same way."""
+        parts = self._components()
+        grouped: dict[str, dict[str, npt.NDArray[Any]]] = {name: {} for name in parts}
         for key, value in state.items():
+            if key == "seq":
+                continue
             prefix, _, name = key.partition(".")
-            if prefix not in parts:
-                raise SnapshotError(f"unknown snapshot entry {key!r}")
-            parts[prefix][name] = np.asarray(value)
-        self.drift.restore(parts["drift"])
-        self.policy.restore(parts["policy"])
+            if prefix not in grouped:
+                raise SnapshotError(f"snapshot entry {key!r} has no detector here (built with other components?)")
+            grouped[prefix][name] = np.asarray(value)
+        for name, part in parts.items():
+            if not grouped[name]:
+                raise SnapshotError(f"snapshot has no state for {name!r}")
+            part.restore(grouped[name])
+        self._seq = int(state.get("seq", 0))

@@ -80,6 +80,32 @@ class DriftSettings(_Frozen):
         return self
 
 
+class ValidationSettings(_Frozen):
+    """Input validation against the baseline: ranges, categories, missing values, decoder problems."""
+
+    enabled: bool = True
+    margin: float = Field(0.1, ge=0, description="allowed excess beyond the reference range, as a share of it")
+    size: int = Field(2000, ge=1)
+    step: int = Field(200, ge=1)
+    min_events: int = Field(100, ge=1)
+    false_alarm_rate: float = Field(1e-3, gt=0, lt=1)
+    min_increase: float = Field(0.01, gt=0, lt=1, description="violation rate above the reference rate to alert")
+
+
+class PerformanceSettings(_Frozen):
+    """Performance against the baseline once labels arrive (inline or on the feedback topic)."""
+
+    enabled: bool = True
+    feedback_topic: str | None = None
+    join_horizon_ms: int = Field(86_400_000, ge=1, description="labels later than this are not joined")
+    join_capacity: int = Field(200_000, ge=1, description="predictions kept waiting for labels, per model")
+    size: int = Field(2000, ge=1, description="labelled events per window")
+    step: int = Field(200, ge=1)
+    min_events: int = Field(100, ge=1)
+    false_alarm_rate: float = Field(1e-3, gt=0, lt=1)
+    tolerance: float = Field(0.02, ge=0, description="accuracy drop tolerated before alerting")
+
+
 class BaselineSettings(_Frozen):
     """Where baselines are stored and how they are verified."""
 
@@ -122,6 +148,8 @@ class Settings(_Frozen):
 
     kafka: KafkaSettings = Field(default_factory=lambda: KafkaSettings())
     drift: DriftSettings = Field(default_factory=lambda: DriftSettings())
+    validation: ValidationSettings = Field(default_factory=lambda: ValidationSettings())
+    performance: PerformanceSettings = Field(default_factory=lambda: PerformanceSettings())
     baselines: BaselineSettings = Field(default_factory=lambda: BaselineSettings())
     metrics: MetricsSettings = Field(default_factory=lambda: MetricsSettings())
     checkpoint: CheckpointSettings = Field(default_factory=lambda: CheckpointSettings())
@@ -130,7 +158,8 @@ class Settings(_Frozen):
 
     def detection_digest(self) -> str:
         """Digest of the settings that change what is detected; part of every alert id."""
-        payload = json.dumps({"drift": self.drift.model_dump(mode="json")}, sort_keys=True)
+        sections = ("drift", "validation", "performance")
+        payload = json.dumps({k: getattr(self, k).model_dump(mode="json") for k in sections}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -168,6 +197,8 @@ def load_settings(
             text = p.read_text(encoding="utf-8")
         except OSError as e:
             raise ConfigError(f"cannot read configuration file {p}: {e.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"configuration file {p} is not UTF-8 text") from None
         try:
             tree = tomllib.loads(text) if p.suffix.lower() == ".toml" else json.loads(text)
         except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:

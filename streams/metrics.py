@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -69,6 +70,24 @@ class Metrics:
             registry=registry,
         )
         self.checkpoints = Counter("inferwatch_checkpoints", "Checkpoints written", registry=registry)
+        self.labels = Counter("inferwatch_feedback_labels", "Feedback labels received", registry=registry)
+        self.performance = Gauge(
+            "inferwatch_performance",
+            "Latest windowed performance per metric (accuracy, log_loss, roc_auc, mae, rmse, estimated_accuracy)",
+            ["model_id", "metric"],
+            registry=registry,
+        )
+        self.label_join = Gauge(
+            "inferwatch_label_join", "Label join counters (joined, expired, unknown, duplicate_label, pending...)",
+            ["model_id", "counter"], registry=registry,
+        )  # fmt: skip
+        self.label_lag = Gauge(
+            "inferwatch_label_lag_ms", "Mean lag between an event and its label", ["model_id"], registry=registry
+        )
+        self.violation_rate = Gauge(
+            "inferwatch_violation_rate", "Share of the last validation window's events with a violation",
+            ["model_id", "reason", "feature"], registry=registry,
+        )  # fmt: skip
 
     def observe_chunk(self, out: ChunkResult) -> None:
         """Count what one processed chunk produced."""
@@ -80,7 +99,25 @@ class Metrics:
             self.feature_violations.labels(reason=reason, feature=feature).inc(n)
         for a in out.alerts:
             self.alerts.labels(model_id=a["model_id"], kind=a["kind"], status=a["status"]).inc()
+        if out.labels:
+            self.labels.inc(out.labels)
         self.set_drift(out.drift)
+
+    def observe_monitors(self, monitors: Mapping[str, Any]) -> None:
+        """Read the detectors' current state into gauges (called once per batch)."""
+        for model_id, mon in monitors.items():
+            if mon.performance is not None:
+                for metric, value in mon.performance.metrics.items():
+                    if not math.isnan(value):
+                        self.performance.labels(model_id=model_id, metric=metric).set(value)
+            if mon.labels is not None:
+                for counter, value in mon.labels.counters.items():
+                    self.label_join.labels(model_id=model_id, counter=counter).set(value)
+                if not math.isnan(mon.labels.mean_lag_ms):
+                    self.label_lag.labels(model_id=model_id).set(mon.labels.mean_lag_ms)
+            if mon.validator is not None:
+                for (reason, feature), rate in mon.validator.rates.items():
+                    self.violation_rate.labels(model_id=model_id, reason=reason, feature=feature).set(rate)
 
     def set_drift(self, drift: Mapping[str, Mapping[str, Mapping[str, float]]]) -> None:
         for model_id, stats in drift.items():

@@ -17,16 +17,22 @@ import numpy as np
 import numpy.typing as npt
 
 from baselines.build import LoadedBaseline
-from detector.monitor import ModelMonitor
+from detector.labels import LabelJoin
+from detector.monitor import FiredAlert, ModelMonitor
+from detector.performance import PerformanceMonitor
+from detector.validation import InputValidator
 from streams.alerts import alert_record
-from streams.config import DriftSettings
+from streams.config import Settings
 from streams.decode import DeadLetter, Decoder
+from streams.feedback import parse_feedback
 
 log = logging.getLogger(__name__)
 
 # Positions of events older than this many (per model, time windows) are forgotten; an alert whose
 # window starts earlier reports its source from the oldest position still known.
 MAX_TRACKED_POSITIONS = 1_000_000
+# Snapshot entry holding the detection settings' digest the state was built with.
+_DIGEST_KEY = "config_digest"
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,31 @@ class ChunkResult:
     events_by_model: Counter[str] = field(default_factory=Counter)
     violations: Counter[tuple[str, str]] = field(default_factory=Counter)
     drift: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    labels: int = 0
+
+
+def build_monitor(baseline: LoadedBaseline, settings: Settings) -> ModelMonitor:
+    """One model's detectors, from its baseline and the detection settings."""
+    ref = baseline.reference
+    v = settings.validation
+    validator = (
+        InputValidator(
+            ref, margin=v.margin, size=v.size, step=v.step, min_events=v.min_events,
+            false_alarm_rate=v.false_alarm_rate, min_increase=v.min_increase,
+        )
+        if v.enabled
+        else None
+    )  # fmt: skip
+    p = settings.performance
+    performance = labels = None
+    if p.enabled and baseline.performance is not None:
+        performance = PerformanceMonitor(
+            baseline.performance, size=p.size, step=p.step, min_events=p.min_events,
+            false_alarm_rate=p.false_alarm_rate, tolerance=p.tolerance,
+        )  # fmt: skip
+        if p.feedback_topic:
+            labels = LabelJoin(p.join_capacity, p.join_horizon_ms, n_classes=len(ref.schema.classes))
+    return ModelMonitor(ref, **settings.drift.model_dump(), validator=validator, performance=performance, labels=labels)
 
 
 class _PositionRing:
@@ -157,8 +188,8 @@ class Pipeline:
     ----------
     baselines
         ``model_id -> LoadedBaseline``; events of other models become dead letters.
-    drift
-        Window and threshold settings of the drift detectors.
+    settings
+        The detection sections (drift, validation, performance) configure each model's monitor.
     config_digest
         Digest of the detection settings, part of every alert id.
     max_message_bytes
@@ -168,7 +199,7 @@ class Pipeline:
     def __init__(
         self,
         baselines: Mapping[str, LoadedBaseline],
-        drift: DriftSettings,
+        settings: Settings,
         *,
         config_digest: str,
         max_message_bytes: int = 1_048_576,
@@ -178,8 +209,8 @@ class Pipeline:
         self.decoder = Decoder(
             {m: b.reference.schema for m, b in self.baselines.items()}, max_message_bytes=max_message_bytes
         )
-        params = drift.model_dump()
-        self.monitors = {m: ModelMonitor(b.reference, **params) for m, b in self.baselines.items()}
+        self.monitors = {m: build_monitor(b, settings) for m, b in self.baselines.items()}
+        drift = settings.drift
         capacity = drift.size + drift.step if drift.window == "count" else MAX_TRACKED_POSITIONS
         self._positions = {m: _PositionRing(capacity) for m in self.baselines}
 
@@ -194,22 +225,15 @@ class Pipeline:
             model_id = mb.model_id
             ring = self._positions[model_id]
             first_seq = ring.seen
-            result = self.monitors[model_id].update(mb.batch)
+            result = self.monitors[model_id].update(mb.batch, violations=mb.violations)
             out.events_by_model[model_id] += len(mb.batch)
-            baseline = self.baselines[model_id]
-            for d in result.alerts:
-                end_seq = first_seq + d.event_index
-                out.alerts.append(
-                    alert_record(
-                        d,
-                        model_id=model_id,
-                        baseline_version=baseline.version,
-                        config_digest=self.config_digest,
-                        event_id=str(mb.batch.event_id[d.event_index]),
-                        event_ts=int(mb.batch.ts[d.event_index]),
-                        source=ring.describe(positions.kind, d.window_start_seq, end_seq, positions, mb.index),
-                    )
-                )
+            for fired in result.alerts:
+                if fired.row is None:
+                    source: dict[str, Any] = {}
+                else:
+                    start = min(fired.decision.window_start_seq, first_seq + fired.row)
+                    source = ring.describe(positions.kind, start, first_seq + fired.row, positions, mb.index)
+                out.alerts.append(self._record(model_id, fired, source))
             ring.add(positions, mb.index)
             rep = result.drift
             if len(rep):
@@ -219,9 +243,38 @@ class Pipeline:
                 }
         return out
 
+    def _record(self, model_id: str, fired: FiredAlert, source: Mapping[str, Any]) -> dict[str, Any]:
+        return alert_record(
+            fired.decision,
+            model_id=model_id,
+            baseline_version=self.baselines[model_id].version,
+            config_digest=self.config_digest,
+            event_id=fired.event_id,
+            event_ts=fired.event_ts,
+            source=source,
+        )
+
+    def process_feedback(self, values: Sequence[bytes | None], positions: Positions) -> ChunkResult:
+        """Join late labels (``{"event_id", "label", "ts"[, "model_id"]}`` messages) to predictions."""
+        out = ChunkResult()
+        labels = parse_feedback(values, max_message_bytes=self.decoder.max_message_bytes)
+        for dead in labels.dead:
+            out.dead.append((dead, positions.describe(dead.index)))
+        for model_id, mon in self.monitors.items():
+            schema = self.baselines[model_id].reference.schema
+            rows = labels.rows_for(model_id)
+            if not rows:
+                continue
+            ids, label, code, ts = labels.encode(rows, schema)
+            for fired in mon.update_labels(ids, label, code, ts):
+                where = positions.describe(labels.index[rows[0]]) if rows else {}
+                out.alerts.append(self._record(model_id, fired, {**where, "feedback": True}))
+        out.labels = len(labels.index)
+        return out
+
     def snapshot(self) -> dict[str, npt.NDArray[Any]]:
         """All detector state of every model, as one flat dict of arrays."""
-        state: dict[str, npt.NDArray[Any]] = {}
+        state: dict[str, npt.NDArray[Any]] = {_DIGEST_KEY: np.asarray(self.config_digest)}
         for m, mon in self.monitors.items():
             version = self.baselines[m].version
             for k, v in mon.snapshot().items():
@@ -233,11 +286,22 @@ class Pipeline:
     def restore(self, state: Mapping[str, npt.NDArray[Any]]) -> list[str]:
         """Restore what matches the current baselines; returns the models restored.
 
-        State saved against another baseline version is ignored (a promoted baseline starts its
-        windows afresh).
+        State saved against another baseline version, or with other detection settings (window size,
+        step, thresholds), is ignored: a promoted baseline or a new configuration starts its windows
+        afresh.
         """
+        digest = state.get(_DIGEST_KEY)
+        if digest is not None and str(digest) != self.config_digest:
+            log.warning(
+                "checkpoint state was built with other detection settings (%s, now %s); detectors start afresh",
+                digest,
+                self.config_digest,
+            )
+            return []
         grouped: dict[tuple[str, str], dict[str, dict[str, npt.NDArray[Any]]]] = {}
         for key, value in state.items():
+            if key == _DIGEST_KEY:
+                continue
             model, version, rest = key.split("/", 2)
             part, _, name = rest.partition(".")
             grouped.setdefault((model, version), {"monitor": {}, "positions": {}})[part][name] = value

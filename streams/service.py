@@ -24,7 +24,7 @@ from baselines.errors import BaselineError
 from baselines.store import BaselineStore
 from streams.checkpoint import Checkpoint, CheckpointStore
 from streams.config import Settings
-from streams.errors import SourceError
+from streams.errors import ConfigError, SourceError
 from streams.kafka_io import DeliveringProducer, consumer_config, ensure_topics, producer_config
 from streams.metrics import Metrics, serve
 from streams.pipeline import ChunkResult, Pipeline, Positions
@@ -60,9 +60,22 @@ def make_pipeline(settings: Settings, baselines: Mapping[str, LoadedBaseline]) -
     """The processing pipeline of these settings and baselines."""
     return Pipeline(
         baselines,
-        settings.drift,
+        settings,
         config_digest=settings.detection_digest(),
         max_message_bytes=settings.max_message_bytes,
+    )
+
+
+def kafka_positions(msgs: list[Any]) -> Positions:
+    """Where each of ``msgs`` came from."""
+    topics: dict[str, int] = {}
+    src = [topics.setdefault(m.topic(), len(topics)) for m in msgs]
+    return Positions(
+        "kafka",
+        tuple(topics),
+        np.asarray(src, np.int32),
+        np.asarray([m.partition() for m in msgs], np.int32),
+        np.asarray([m.offset() for m in msgs], np.int64),
     )
 
 
@@ -130,10 +143,16 @@ class Service:
                 consumer.list_topics(timeout=15)
             except KafkaException as e:
                 raise SourceError(f"cannot reach Kafka at {s.kafka.bootstrap_servers}: {e}") from None
-            consumer.subscribe(list(s.kafka.topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
+            topics = [*s.kafka.topics, *([s.performance.feedback_topic] if s.performance.feedback_topic else [])]
+            consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
             self._consumer = consumer
             if s.metrics.port > 0:
-                self.metrics_port = serve(self.registry, s.metrics.host, s.metrics.port)
+                try:
+                    self.metrics_port = serve(self.registry, s.metrics.host, s.metrics.port)
+                except OSError as e:
+                    raise ConfigError(
+                        f"cannot serve metrics on {s.metrics.host}:{s.metrics.port}: {e.strerror or e}"
+                    ) from None
             log.info(
                 "consuming %s from %s; alerts to %s; metrics on %s:%s",
                 s.kafka.topics,
@@ -176,33 +195,28 @@ class Service:
 
     def _process(self, msgs: list[Any]) -> None:
         t0 = time.perf_counter()
-        values: list[bytes | None] = []
-        topics: dict[str, int] = {}
-        src: list[int] = []
-        part: list[int] = []
-        off: list[int] = []
+        feedback_topic = self.settings.performance.feedback_topic
+        events: list[Any] = []
+        feedback: list[Any] = []
         for m in msgs:
             if m.error() is not None:
                 log.warning("consumer error: %s", m.error())
                 continue
-            t = m.topic()
-            values.append(m.value())
-            src.append(topics.setdefault(t, len(topics)))
-            part.append(m.partition())
-            off.append(m.offset())
-            self._offsets[f"{t}:{m.partition()}"] = m.offset() + 1
-        if not values:
-            return
-        positions = Positions(
-            "kafka", tuple(topics), np.asarray(src, np.int32), np.asarray(part, np.int32), np.asarray(off, np.int64)
-        )
-        out = self.pipeline.process(values, positions)
-        publish(self.producer, self.settings, out)
-        self.metrics.observe_chunk(out)
-        self.metrics.batch_events.observe(len(values))
+            (feedback if m.topic() == feedback_topic else events).append(m)
+            self._offsets[f"{m.topic()}:{m.partition()}"] = m.offset() + 1
+        for chunk, process in ((events, self.pipeline.process), (feedback, self.pipeline.process_feedback)):
+            if not chunk:
+                continue
+            out = process([m.value() for m in chunk], kafka_positions(chunk))
+            publish(self.producer, self.settings, out)
+            self.metrics.observe_chunk(out)
+            for a in out.alerts:
+                log.info(
+                    "alert %s %s %s %s: %s", a["alert_id"][:12], a["status"], a["kind"], a["features"], a["message"]
+                )
+        self.metrics.observe_monitors(self.pipeline.monitors)
+        self.metrics.batch_events.observe(len(msgs))
         self.metrics.batch_seconds.observe(time.perf_counter() - t0)
-        for a in out.alerts:
-            log.info("alert %s %s %s %s: %s", a["alert_id"][:12], a["status"], a["kind"], a["features"], a["message"])
         self._dirty = True
 
     def _commit(self, consumer: Consumer) -> None:

@@ -192,7 +192,7 @@ def test_stable_stream_raises_no_alert(seed: int) -> None:
     mon = ModelMonitor(_reference(rng))
     res = mon.update(_events(rng, 100_000))
     assert len(res.drift) == (100_000 - 2_000) // 200 + 1
-    assert res.alerts == []
+    assert res.decisions == []
     assert np.nanmax(res.drift.psi) < 0.1  # the effect-size gate alone would hold
 
 
@@ -201,7 +201,7 @@ def test_mean_shift_detected_quickly_and_only_after_it(seed: int) -> None:
     rng = np.random.default_rng(2_000 + seed)
     mon = ModelMonitor(_reference(rng))
     shift_at = 50_000
-    alerts = mon.update(_events(rng, 100_000, shift=0.4, at=shift_at)).alerts
+    alerts = mon.update(_events(rng, 100_000, shift=0.4, at=shift_at)).decisions
     assert alerts, "the shift was never detected"
     assert all(a.event_index >= shift_at for a in alerts)
     assert all(a.columns == (NUM_NAMES[SHIFTED],) and a.kind == "feature_drift" for a in alerts)
@@ -220,8 +220,8 @@ def test_drift_episode_opens_once_and_resolves() -> None:
     alerts, at = [], []
     for a in range(0, n, 3_333):  # a stream of batches that do not line up with the panes
         res = mon.update(x.take(slice(a, a + 3_333)))
-        alerts += res.alerts
-        at += [a + d.event_index for d in res.alerts]  # event_index is within its batch
+        alerts += res.decisions
+        at += [a + d.event_index for d in res.decisions]  # event_index is within its batch
     statuses = [a.status for a in alerts]
     assert statuses[0] == "open" and statuses[-1] == "resolved"
     assert statuses.count("open") == 1 and statuses.count("resolved") == 1
@@ -241,7 +241,7 @@ def test_large_windows_ignore_significant_but_harmless_shift(seed: int) -> None:
         mon = ModelMonitor(ref, size=50_000, step=5_000)
         res = mon.update(_events(rng, 100_000, shift=shift))  # shifted from the start
         assert len(res.drift) == 11
-        assert res.alerts == []
+        assert res.decisions == []
         p = res.drift.p_value[:, SHIFTED]
         if shift == 0.1:
             # significance alone would have fired: only the PSI gate holds it back
@@ -256,19 +256,19 @@ def test_monitor_snapshot_restore_mid_incident() -> None:
     batch.numeric[15_000:25_000, SHIFTED] += 0.5
     full = ModelMonitor(ref)
     expected = full.update(batch)
-    assert [a.status for a in expected.alerts] == ["open", "update", "resolved"]
-    cut = expected.alerts[0].event_index + 301  # open, not yet escalated
+    assert [a.status for a in expected.decisions] == ["open", "update", "resolved"]
+    cut = expected.decisions[0].event_index + 301  # open, not yet escalated
     first = ModelMonitor(ref)
     head = first.update(batch.take(slice(0, cut)))
     state = first.snapshot()
     assert all(isinstance(v, np.ndarray) for v in state.values())
-    assert {k.split(".")[0] for k in state} == {"drift", "policy"}
+    assert {k.split(".")[0] for k in state} == {"seq", "drift", "policy"}
     second = ModelMonitor(ref)
     second.restore({k: v.copy() for k, v in state.items()})
     tail = second.update(batch.take(slice(cut, None)))
-    assert [a.status for a in head.alerts] == ["open"]
-    assert [a.status for a in tail.alerts] == ["update", "resolved"]  # no second "open"
-    for got, want in zip(tail.alerts, expected.alerts[1:], strict=True):
+    assert [a.status for a in head.decisions] == ["open"]
+    assert [a.status for a in tail.decisions] == ["update", "resolved"]  # no second "open"
+    for got, want in zip(tail.decisions, expected.decisions[1:], strict=True):
         assert got.event_index + cut == want.event_index
         assert (got.status, got.severity, got.pane, got.incident, got.value, got.window_start_seq) == (
             want.status, want.severity, want.pane, want.incident, want.value, want.window_start_seq)
