@@ -1,0 +1,615 @@
+"""Tests of streams.decode: JSON bytes -> EventBatch per model, dead letters and violations."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import fields
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+import streams.decode as decode_module
+from detector.schema import MISSING, UNSEEN, EventBatch, Schema
+from streams.decode import (
+    MAX_TS,
+    MIN_TS,
+    REASONS,
+    DeadLetter,
+    Decoder,
+    DecodeResult,
+    parse_events,
+    parse_ts,
+)
+
+T0 = 1_795_860_000_000  # 2026-11-28T10:00:00Z
+
+SCHEMA = Schema(
+    "m",
+    numeric=("x", "y"),
+    categorical=("c",),
+    categories=(("a", "b", "true", "1"),),
+    prediction="categorical",
+    classes=("no", "yes"),
+)
+REGRESSOR = Schema("r", numeric=("x",), prediction="numeric")
+
+
+def event(i: int = 0, **fields: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "event_id": f"e{i}",
+        "ts": T0 + i,
+        "model_id": "m",
+        "features": {"x": float(i), "y": 0.5, "c": "a"},
+    }
+    out.update(fields)
+    return out
+
+
+def raw(i: int = 0, **fields: Any) -> bytes:
+    return orjson.dumps(event(i, **fields))
+
+
+def decoder(**kwargs: Any) -> Decoder:
+    return Decoder({"m": SCHEMA, "r": REGRESSOR}, **kwargs)
+
+
+def careful(dec: Decoder, values: list[Any]) -> DecodeResult:
+    return dec._decode(values, fast=False)
+
+
+def only_batch(result: DecodeResult) -> EventBatch:
+    assert [b.model_id for b in result.batches] == ["m"]
+    return result.batches[0].batch
+
+
+def assert_same(a: DecodeResult, b: DecodeResult) -> None:
+    assert a.n_input == b.n_input
+    assert a.dead == b.dead
+    assert a.violations == b.violations
+    assert [m.model_id for m in a.batches] == [m.model_id for m in b.batches]
+    for ma, mb in zip(a.batches, b.batches, strict=True):
+        assert ma.violations == mb.violations
+        np.testing.assert_array_equal(ma.index, mb.index)
+        for f in fields(EventBatch):
+            xa, xb = getattr(ma.batch, f.name), getattr(mb.batch, f.name)
+            assert xa.dtype == xb.dtype and xa.shape == xb.shape, f.name
+            if xa.dtype == object:
+                assert xa.tolist() == xb.tolist(), f.name
+            else:
+                np.testing.assert_array_equal(xa, xb, err_msg=f.name)
+
+
+def assert_accounted(result: DecodeResult) -> None:
+    """Every input position is in exactly one batch row or one dead letter."""
+    seen = [d.index for d in result.dead]
+    for mb in result.batches:
+        assert mb.index.dtype == np.int64 and len(mb.index) == len(mb.batch)
+        assert list(mb.index) == sorted(mb.index)
+        seen.extend(mb.index.tolist())
+    assert sorted(seen) == list(range(result.n_input))
+    assert [d.index for d in result.dead] == sorted(d.index for d in result.dead)
+
+
+# ----------------------------------------------------------------------------------------------
+# Dead letters
+
+
+@pytest.mark.parametrize(
+    ("value", "reason", "in_detail"),
+    [
+        (b"{" + b" " * 300 + b"}", "oversize", "302 bytes"),
+        (b'{"event_id": "\xff"}', "not_utf8", "UTF-8"),
+        (b'{"event_id": "e1",', "not_json", "JSON"),
+        (b"", "not_json", "JSON"),
+        (None, "not_json", "tombstone"),
+        (b"[1, 2]", "not_object", "array"),
+        (b'"just a string"', "not_object", "just a string"),
+        (orjson.dumps({"ts": T0, "model_id": "m", "features": {}}), "missing_field", "'event_id'"),
+        (raw(features=None), "missing_field", "'features' is null"),
+        (raw(ts="yesterday"), "bad_type", "field 'ts' must be epoch ms or RFC 3339"),
+        (raw(ts=True), "bad_type", "'ts'"),
+        (raw(event_id=7), "bad_type", "'event_id'"),
+        (raw(event_id=""), "bad_type", "non-empty"),
+        (raw(model_id=""), "bad_type", "'model_id'"),
+        (raw(features=[1, 2]), "bad_type", "'features'"),
+        (raw(client_id=42), "bad_type", "'client_id'"),
+        (raw(model_version=3), "bad_type", "'model_version'"),
+        (raw(prediction=True), "bad_type", "'prediction'"),
+        (raw(label={"a": 1}), "bad_type", "'label'"),
+        (raw(probabilities="yes"), "bad_type", "'probabilities'"),
+        (raw(probabilities={"yes": "high"}), "bad_type", "'probabilities'"),
+        (raw(model_id="nobody"), "no_baseline", "'nobody'"),
+    ],
+)
+def test_every_reason_code(value: bytes | None, reason: str, in_detail: str) -> None:
+    values = [raw(0), value, raw(2)]
+    dec = decoder(max_message_bytes=300)
+    for result in (dec.decode(values), careful(dec, values)):
+        assert result.n_input == 3
+        assert len(result.dead) == 1
+        dead = result.dead[0]
+        assert (dead.index, dead.reason) == (1, reason)
+        assert dead.raw == (value or b"")
+        assert in_detail in dead.detail and "\n" not in dead.detail
+        assert only_batch(result).event_id.tolist() == ["e0", "e2"]
+        np.testing.assert_array_equal(result.batches[0].index, [0, 2])
+    assert reason in REASONS
+
+
+def test_oversize_messages_are_not_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    parsed: list[Any] = []
+    loads = orjson.loads
+
+    def spy(value: Any) -> Any:
+        parsed.append(value)
+        return loads(value)
+
+    monkeypatch.setattr(orjson, "loads", spy)
+    big = raw(1, pad="x" * 400)
+    result = decoder(max_message_bytes=300).decode([raw(0), big])
+    assert [(d.index, d.reason) for d in result.dead] == [(1, "oversize")]
+    assert big not in parsed and raw(0) in parsed
+
+
+def test_dead_letter_indices_are_global_across_parts() -> None:
+    values = [raw(i) for i in range(1300)]
+    for i in (3, 700, 1299):
+        values[i] = b"garbage"
+    result = decoder().decode(values)
+    assert [d.index for d in result.dead] == [3, 700, 1299]
+    assert all(d.raw == b"garbage" for d in result.dead)
+    assert len(only_batch(result)) == 1297
+    assert_accounted(result)
+
+
+def test_parse_events_validates_without_schema() -> None:
+    values = [raw(0, model_id="anything"), b"{", raw(2, ts=None), raw(3)]
+    events, positions, dead = parse_events(values)
+    assert positions == [0, 3]
+    assert [e["event_id"] for e in events] == ["e0", "e3"]
+    assert [(d.index, d.reason) for d in dead] == [(1, "not_json"), (2, "missing_field")]
+    _, _, dead = parse_events([raw(0, pad="x" * 100)], max_message_bytes=50)
+    assert [d.reason for d in dead] == ["oversize"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Timestamps
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (T0, T0),
+        (T0 + 0.9, T0),
+        (-5, -5),
+        ("2026-11-28T10:00:00Z", T0),
+        ("2026-11-28T10:00:00.123Z", T0 + 123),
+        ("2026-11-28T10:00:00.1Z", T0 + 100),
+        ("2026-11-28T10:00:00.123999Z", T0 + 123),
+        ("2026-11-28t10:00:00z", T0),
+        ("2026-11-28 10:00:00Z", T0),
+        ("2026-11-28T12:00:00.123+02:00", T0 + 123),
+        ("2026-11-28T05:30:00-04:30", T0),
+        ("2026-11-28T10:00:00-00:00", T0),
+        ("2016-12-31T23:59:60Z", parse_ts("2017-01-01T00:00:00Z")),
+        ("1970-01-01T00:00:00Z", 0),
+        ("2024-02-29T00:00:00Z", 1_709_164_800_000),
+        ("0001-01-01T00:00:00Z", MIN_TS),
+        ("9999-12-31T23:59:59.999Z", MAX_TS),
+        (MAX_TS + 1, None),
+        (float("nan"), None),
+        (float("inf"), None),
+        (True, None),
+        (None, None),
+        ("yesterday", None),
+        ("2026-11-28T10:00:00", None),  # naive: no UTC offset
+        ("2026-11-28", None),
+        ("2026-02-29T10:00:00Z", None),
+        ("2026-11-28T24:00:00Z", None),
+        ("2026-11-28T10:60:00Z", None),
+        ("2026-11-28T10:00:00+24:00", None),
+        ("2026-11-28T10:00:00.Z", None),
+        ("２026-11-28T10:00:00Z", None),  # full-width digit
+        ("0001-01-01T00:00:00+00:01", None),
+    ],
+)
+def test_parse_ts(value: object, expected: int | None) -> None:
+    assert parse_ts(value) == expected
+
+
+def random_rfc3339(rng: np.random.Generator) -> str:
+    """Mostly well-formed RFC 3339 strings with out-of-range fields and stray characters."""
+    year = int(rng.choice([0, 1, 1900, 1970, 2000, 2024, 2026, 2100, 9999]))
+    month, day = int(rng.integers(0, 14)), int(rng.integers(0, 33))
+    hour, minute, second = int(rng.integers(0, 26)), int(rng.integers(0, 62)), int(rng.integers(0, 62))
+    frac = ["", ".5", ".12", ".123", ".123456", ".999999999"][rng.integers(6)]
+    zone = ["Z", "z", "+02:00", "-04:30", "+23:59", "-00:00", "+24:00", "+01:60"][rng.integers(8)]
+    sep = "Tt "[rng.integers(3)]
+    s = f"{year:04d}-{month:02d}-{day:02d}{sep}{hour:02d}:{minute:02d}:{second:02d}{frac}{zone}"
+    if rng.random() < 0.1:
+        i = int(rng.integers(len(s)))
+        s = s[:i] + "x-:.+Z9１"[rng.integers(8)] + s[i + 1 :]
+    return s
+
+
+def test_vectorized_rfc3339_agrees_with_parse_ts() -> None:
+    rng = np.random.default_rng(7)
+    strings = [random_rfc3339(rng) for _ in range(2000)]
+    expected = [parse_ts(s) for s in strings]
+    n_vectorized = 0
+    for s, e in zip(strings, expected, strict=True):
+        got = decode_module._rfc3339_column([s])
+        if got is not None:  # None only sends the column to parse_ts
+            assert got.tolist() == [e], s
+            n_vectorized += 1
+    assert n_vectorized == sum(e is not None for e in expected) > 500
+    # a column mixing lengths (Python's isoformat drops zero microseconds) is vectorized too
+    valid = [s for s, e in zip(strings, expected, strict=True) if e is not None and s[-1] in "Zz"]
+    assert len({len(s) for s in valid}) > 3
+    column = decode_module._rfc3339_column(valid)
+    assert column is not None and column.tolist() == [parse_ts(s) for s in valid]
+
+
+def test_rfc3339_chunk_is_not_parsed_string_by_string(monkeypatch: pytest.MonkeyPatch) -> None:
+    values = [raw(i, ts=f"2026-11-28T10:00:{i % 60:02d}.{i:03d}+01:00") for i in range(600)]
+    values += [raw(i, ts=f"2026-11-28T10:00:{i % 60:02d}Z") for i in range(600, 700)]
+    expected = [parse_ts(orjson.loads(v)["ts"]) for v in values]
+    monkeypatch.setattr(decode_module, "parse_ts", None)
+    assert only_batch(decoder().decode(values)).ts.tolist() == expected
+
+
+def test_ts_column_mixes_epoch_and_rfc3339() -> None:
+    values = [raw(0, ts=T0), raw(1, ts="2026-11-28T11:00:00.5+01:00"), raw(2, ts=float(T0) + 7.6)]
+    for result in (decoder().decode(values), careful(decoder(), values)):
+        b = only_batch(result)
+        assert b.ts.dtype == np.int64
+        assert b.ts.tolist() == [T0, T0 + 500, T0 + 7]
+
+
+# ----------------------------------------------------------------------------------------------
+# Encoding by schema
+
+
+def test_feature_violations_are_counted_not_rejected() -> None:
+    values = [
+        raw(0, features={"x": 1, "y": 2.5, "c": "b"}),
+        raw(1, features={"x": "3", "y": None, "c": 1}),  # x string, y null, c number
+        raw(2, features={"x": True, "c": None, "extra": 1, "more": None}),  # y absent
+        raw(3, features={"x": {"nested": 1}, "y": [1], "c": {"o": 1}, "extra": 2}),
+        b'{"event_id":"e4","ts":1,"model_id":"m","features":{"x":1e999,"y":-1e999,"c":"a"}}',
+    ]
+    expected = {
+        ("wrong_type", "x"): 3,
+        ("missing", "y"): 2,
+        ("wrong_type", "y"): 1,
+        ("non_finite", "x"): 1,
+        ("non_finite", "y"): 1,
+        ("wrong_type", "c"): 2,
+        ("missing", "c"): 1,
+        ("unexpected", "extra"): 2,
+        ("unexpected", "more"): 1,
+    }
+    for result in (decoder().decode(values), careful(decoder(), values)):
+        assert result.dead == []
+        assert result.violations == expected
+        assert result.batches[0].violations == expected
+        b = only_batch(result)
+        np.testing.assert_array_equal(
+            b.numeric, [[1, 2.5], [np.nan, np.nan], [np.nan, np.nan], [np.nan, np.nan], [np.nan, np.nan]]
+        )
+        # a number in a categorical column is looked up by its string form: 1 -> "1" (code 3)
+        assert b.categorical[:, 0].tolist() == [1, 3, MISSING, UNSEEN, 0]
+
+
+def test_unseen_and_boolean_categories() -> None:
+    values = [
+        raw(0, features={"x": 0, "y": 0, "c": "zzz"}),
+        raw(1, features={"x": 0, "y": 0, "c": True}),  # "true" is in the vocabulary
+        raw(2, features={"x": 0, "y": 0, "c": False}),  # "false" is not
+        raw(3, features={"x": 0, "y": 0, "c": "b"}),
+        raw(4, features={"x": 0, "y": 0, "c": 1.0}),  # same JSON number as 1 -> "1"
+    ]
+    for result in (decoder().decode(values), careful(decoder(), values)):
+        assert only_batch(result).categorical[:, 0].tolist() == [UNSEEN, 2, UNSEEN, 1, 3]
+        assert result.violations == {("wrong_type", "c"): 1}
+
+
+def test_predictions_and_labels() -> None:
+    values = [
+        raw(0, prediction="yes", label="no"),
+        raw(1, prediction="maybe", label=1),
+        raw(2),
+        raw(3, model_id="r", features={"x": 1}, prediction=2.5, label=3),
+        raw(4, model_id="r", features={"x": 1}, prediction="high", label=None),
+    ]
+    cls = Schema(
+        "m",
+        numeric=("x", "y"),
+        categorical=("c",),
+        categories=(("a",),),
+        prediction="categorical",
+        classes=("no", "yes", "1"),
+    )
+    dec = Decoder({"m": cls, "r": REGRESSOR})
+    for result in (dec.decode(values), careful(dec, values)):
+        m, r = result.batches
+        assert (m.model_id, r.model_id) == ("m", "r")
+        assert m.batch.prediction_code.tolist() == [1, UNSEEN, MISSING]
+        assert m.batch.label_code.tolist() == [0, 2, MISSING]
+        assert np.isnan(m.batch.prediction).all() and np.isnan(m.batch.label).all()
+        np.testing.assert_array_equal(r.batch.prediction, [2.5, np.nan])
+        np.testing.assert_array_equal(r.batch.label, [3.0, np.nan])
+        assert r.batch.prediction_code.tolist() == [MISSING, MISSING]
+        assert result.violations == {("wrong_type", "$prediction"): 1}
+
+
+def test_probabilities_as_object_and_array() -> None:
+    values = [
+        raw(0, probabilities={"no": 0.2, "yes": 0.8}),
+        raw(1, probabilities={"yes": 0.6}),  # class "no" absent
+        raw(2, probabilities=[0.7, 0.3]),  # aligned with classes
+        raw(3, probabilities=[0.1, 0.2, 0.7]),  # misaligned
+        raw(4, probabilities={"no": 0.1, "yes": 0.2, "other": 0.7}),  # confidence over all given
+        raw(5, probabilities={"no": None, "yes": None}),
+        raw(6),
+    ]
+    for result in (decoder().decode(values), careful(decoder(), values)):
+        b = only_batch(result)
+        nan = np.nan
+        np.testing.assert_array_equal(
+            b.proba, [[0.2, 0.8], [nan, 0.6], [0.7, 0.3], [nan, nan], [0.1, 0.2], [nan, nan], [nan, nan]]
+        )
+        np.testing.assert_array_equal(b.confidence, [0.8, 0.6, 0.7, 0.7, 0.7, nan, nan])
+        assert result.violations == {("misaligned", "$probabilities"): 1}
+
+
+@pytest.mark.parametrize("as_array", [False, True])
+def test_probabilities_fast_path_shapes(as_array: bool) -> None:
+    probs: list[list[float | None]] = [[0.25, 0.75], [0.9, 0.1], [None, 0.4]]
+    values = [
+        raw(i, probabilities=p if as_array else dict(zip(("no", "yes"), p, strict=True))) for i, p in enumerate(probs)
+    ]
+    values.append(b'{"event_id":"z","ts":1,"model_id":"m","features":{},"probabilities":[1e999,0.5]}')
+    fast, slow = decoder().decode(values), careful(decoder(), values)
+    assert_same(fast, slow)
+    b = only_batch(fast)
+    np.testing.assert_array_equal(b.proba, [[0.25, 0.75], [0.9, 0.1], [np.nan, 0.4], [np.nan, 0.5]])
+    np.testing.assert_array_equal(b.confidence, [0.75, 0.9, 0.4, 0.5])
+    assert fast.violations[("non_finite", "$probabilities")] == 1
+
+
+def test_probabilities_without_classes_still_give_confidence() -> None:
+    s = Schema("m", numeric=("x",), prediction="categorical")
+    values = [raw(0, probabilities={"a": 0.3, "b": 0.7}), raw(1, probabilities=[0.9, 0.05, 0.05]), raw(2)]
+    dec = Decoder({"m": s})
+    for result in (dec.decode(values), careful(dec, values)):
+        b = only_batch(result)
+        assert b.proba.shape == (3, 0)
+        np.testing.assert_array_equal(b.confidence, [0.7, 0.9, np.nan])
+        assert b.prediction_code.tolist() == [MISSING] * 3
+
+
+def test_columns_and_dtypes() -> None:
+    values = [raw(0, client_id="c0", model_version="v1"), raw(1, client_id=None), raw(2, extra_field=[1])]
+    b = only_batch(decoder().decode(values))
+    assert b.event_id.dtype == object and b.event_id.tolist() == ["e0", "e1", "e2"]
+    assert b.client_id.dtype == object and b.client_id.tolist() == ["c0", None, None]
+    assert b.numeric.dtype == np.float64 and b.numeric.shape == (3, 2)
+    assert b.categorical.dtype == np.int32 and b.categorical.shape == (3, 1)
+    assert b.prediction_code.dtype == np.int32 and b.label_code.dtype == np.int32
+    assert b.proba.shape == (3, 2) and b.confidence.shape == (3,)
+
+
+def test_single_feature_and_featureless_schemas() -> None:
+    one = Schema("one", numeric=("x",))
+    none = Schema("none", categorical=("c",), categories=(("a",),))
+    values = [
+        raw(0, model_id="one", features={"x": 4}),
+        raw(1, model_id="none", features={"c": "a", "x": 1}),
+        raw(2, model_id="one", features={}),
+    ]
+    dec = Decoder({"one": one, "none": none})
+    fast = dec.decode(values)
+    assert_same(fast, careful(dec, values))
+    a, b = fast.batches
+    np.testing.assert_array_equal(a.batch.numeric, [[4.0], [np.nan]])
+    assert b.batch.numeric.shape == (1, 0) and b.batch.categorical.tolist() == [[0]]
+    assert fast.violations == {("missing", "x"): 1, ("unexpected", "x"): 1}
+
+
+# ----------------------------------------------------------------------------------------------
+# Several models, parts, fast path
+
+
+def test_multiple_models_split_with_their_positions() -> None:
+    values = [
+        raw(0),
+        raw(1, model_id="r", features={"x": 10}, prediction=1.5),
+        raw(2),
+        b"not json",
+        raw(4, model_id="r", features={"x": 11}, prediction=2.5),
+        raw(5, model_id="ghost"),
+    ]
+    result = decoder().decode(values)
+    m, r = result.batches
+    assert m.model_id == "m" and r.model_id == "r"
+    assert m.index.tolist() == [0, 2] and m.batch.event_id.tolist() == ["e0", "e2"]
+    assert r.index.tolist() == [1, 4] and r.batch.event_id.tolist() == ["e1", "e4"]
+    np.testing.assert_array_equal(r.batch.numeric, [[10.0], [11.0]])
+    np.testing.assert_array_equal(r.batch.prediction, [1.5, 2.5])
+    assert [(d.index, d.reason) for d in result.dead] == [(3, "not_json"), (5, "no_baseline")]
+    assert_accounted(result)
+
+
+def test_models_interleaved_over_many_parts_keep_input_order() -> None:
+    values = [raw(i, model_id="r" if i % 3 == 0 else "m", features={"x": i, "y": 0, "c": "a"}) for i in range(2000)]
+    fast = decoder().decode(values)
+    assert_same(fast, careful(decoder(), values))
+    r, m = fast.batches  # in order of first appearance
+    assert m.index.tolist() == [i for i in range(2000) if i % 3]
+    assert r.index.tolist() == list(range(0, 2000, 3))
+    np.testing.assert_array_equal(m.batch.numeric[:, 0], m.index)
+    np.testing.assert_array_equal(r.batch.numeric[:, 0], r.index)
+    assert r.violations == {("unexpected", "y"): len(r.index), ("unexpected", "c"): len(r.index)}
+    assert fast.violations == r.violations
+
+
+def mixed_chunk(rng: np.random.Generator, n: int) -> list[bytes]:
+    """Valid events with every kind of value the fast path must hand over or get right."""
+    choices: list[Any] = [0.5, -3, None, "7", True, {"o": 1}, [1], 10**30, 1.0]
+    cats: list[Any] = ["a", "b", "zzz", None, True, False, 1, 2.0, {"o": 1}]
+    out = []
+    for i in range(n):
+        feats: dict[str, Any] = {}
+        for name, pool in (("x", choices), ("y", choices), ("c", cats)):
+            if rng.random() < 0.9:
+                feats[name] = pool[rng.integers(len(pool))]
+        if rng.random() < 0.1:
+            feats["extra"] = 1
+        e = event(i, features=feats)
+        kind = rng.integers(5)
+        if kind == 0:
+            e["probabilities"] = {"no": float(rng.random()), "yes": float(rng.random())}
+        elif kind == 1:
+            e["probabilities"] = [float(rng.random()) for _ in range(rng.integers(1, 4))]
+        elif kind == 2:
+            e["probabilities"] = {"yes": None}
+        if rng.random() < 0.5:
+            e["prediction"] = ["yes", "no", 1, 2.0, "other"][rng.integers(5)]
+        if rng.random() < 0.5:
+            e["label"] = ["yes", "no", 0][rng.integers(3)]
+        if rng.random() < 0.3:
+            e["ts"] = f"2026-11-28T10:00:00.{rng.integers(1000):03d}Z"
+        out.append(json.dumps(e).encode())  # stdlib: orjson refuses to write 10**30
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fast_path_equals_careful_path_on_a_mixed_chunk(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    values: list[Any] = mixed_chunk(rng, 1500)
+    values[17] = b"{broken"
+    values[900] = raw(900, ts="later")
+    values[1400] = b'{"event_id":"e","ts":1,"model_id":"m","features":{"x":1e999}}'
+    fast, slow = decoder().decode(values), careful(decoder(), values)
+    assert_same(fast, slow)
+    assert len(fast.dead) == 2 and len(fast.batches[0].batch) == 1498
+    assert set(fast.violations) >= {
+        ("wrong_type", "x"),
+        ("missing", "y"),
+        ("unexpected", "extra"),
+        ("non_finite", "x"),
+        ("misaligned", "$probabilities"),
+    }
+
+
+def clean_chunk(n: int) -> list[bytes]:
+    return [
+        raw(
+            i,
+            features={"x": i * 0.5, "y": None if i % 7 == 0 else -i, "c": "ab"[i % 2] if i % 5 else None},
+            prediction=["yes", "no", None][i % 3],
+            label=["no", None][i % 2],
+            client_id=f"c{i % 4}",
+            probabilities={"no": 0.25, "yes": 0.75} if i % 4 else None,
+            ts=T0 + i if i % 2 else f"2026-11-28T10:00:00.{i % 1000:03d}Z",
+        )
+        for i in range(n)
+    ]
+
+
+def test_clean_chunk_takes_the_fast_path_and_matches_careful(monkeypatch: pytest.MonkeyPatch) -> None:
+    values = clean_chunk(1200)
+    slow = careful(decoder(), values)
+
+    def forbidden(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("careful path used on a clean chunk")
+
+    for name in (
+        "_check_event",
+        "_numeric_careful",
+        "_categorical_careful",
+        "_target_careful",
+        "_proba_careful",
+        "_loads_one",
+    ):
+        monkeypatch.setattr(decode_module, name, forbidden)
+    fast = decoder().decode(values)
+    assert_same(fast, slow)
+    assert fast.violations == {("missing", "y"): 172, ("missing", "c"): 240}
+
+
+# ----------------------------------------------------------------------------------------------
+# Never raise
+
+
+def corrupt(rng: np.random.Generator, value: bytes) -> bytes:
+    kind = rng.integers(6)
+    if kind == 0:  # truncated
+        return value[: rng.integers(len(value) + 1)]
+    if kind == 1:  # random bytes
+        return rng.bytes(int(rng.integers(0, 64)))
+    if kind == 2:  # a flipped byte
+        i = rng.integers(len(value))
+        return value[:i] + bytes([rng.integers(256)]) + value[i + 1 :]
+    if kind == 3:  # spliced with another fragment
+        i = rng.integers(len(value))
+        return value[:i] + b'"],[{,:1e999'[rng.integers(12) :] + value[i:]
+    if kind == 4:  # a random JSON value
+        pool: list[Any] = [None, 1, "s", [], {}, {"event_id": 1}, [{"a": 1}], True, -0.0]
+        return orjson.dumps(pool[rng.integers(len(pool))])
+    return value
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fuzz_never_raises_and_accounts_for_every_message(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    base = mixed_chunk(rng, 600)
+    values: list[Any] = [corrupt(rng, v) if rng.random() < 0.5 else v for v in base]
+    values[5] = None
+    values[6] = bytearray(raw(6))
+    values[7] = memoryview(raw(7))
+    values[8] = "not bytes \ud800"
+    values[9] = b"[" * 5000 + b"]" * 5000
+    values[10] = b"1" * 400
+    values[11] = b'{"x": 1e999, "y": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"  # deep for the stdlib retry
+    dec = decoder(max_message_bytes=300_000)
+    fast = dec.decode(values)
+    assert fast.n_input == len(values)
+    assert sum(len(b.batch) for b in fast.batches) + len(fast.dead) == fast.n_input
+    assert_accounted(fast)
+    assert all(d.reason in REASONS and isinstance(d.raw, bytes) for d in fast.dead)
+    assert 0 < len(fast.dead) < len(values)
+    assert_same(fast, careful(dec, values))
+    parsed, positions, dead = parse_events(values, max_message_bytes=300_000)
+    assert len(parsed) + len(dead) == len(values)
+    assert sorted(positions + [d.index for d in dead]) == list(range(len(values)))
+
+
+def test_bulk_concatenation_cannot_smuggle_events() -> None:
+    # Joined with commas these would parse as 3 objects; each message on its own is not JSON.
+    values = [b'{"a":1},{"b":2}', b'{"c":[[{}', b"{}]]}"]
+    result = decoder().decode(values)
+    assert [(d.index, d.reason) for d in result.dead] == [(0, "not_json"), (1, "not_json"), (2, "not_json")]
+
+
+def test_empty_input() -> None:
+    result = decoder().decode([])
+    assert result == DecodeResult([], [], {}, 0)
+
+
+def test_decoder_validates_its_arguments() -> None:
+    with pytest.raises(ValueError, match="max_message_bytes"):
+        Decoder({"m": SCHEMA}, max_message_bytes=0)
+    with pytest.raises(ValueError, match="is for model"):
+        Decoder({"other": SCHEMA})
+
+
+def test_dead_letter_is_frozen() -> None:
+    d = DeadLetter(0, b"x", "not_json", "invalid JSON")
+    with pytest.raises(AttributeError):
+        d.reason = "oversize"  # type: ignore[misc]
+    assert math.isnan(only_batch(decoder().decode([raw(0, probabilities=None)])).confidence[0])
