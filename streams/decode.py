@@ -80,7 +80,7 @@ _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))",
     re.ASCII,
 )
-_REQUIRED = itemgetter("event_id", "ts", "model_id", "features")
+_REQUIRED_FIELDS: Final = ("event_id", "ts", "model_id", "features")
 _BYTES_TYPES: Final = frozenset({bytes, bytearray})  # len() is the size in bytes
 _NUMBER_TYPES: Final = frozenset({int, float, type(None)})
 _PREDICTION_TYPES: Final = frozenset({str, int, float, type(None)})
@@ -430,16 +430,32 @@ def _loads_one(value: object, max_bytes: int) -> tuple[Any, str, str]:
 
 
 def _parse(values: Sequence[Any], max_bytes: int, fast: bool) -> tuple[list[Any], list[int], list[DeadLetter]]:
-    n = len(values)
-    if fast and n:
-        try:
-            if set(map(type, values)) <= _BYTES_TYPES and max(map(len, values)) <= max_bytes:
-                return list(map(orjson.loads, values)), list(range(n)), []
-        except Exception:
-            pass  # some message is bad: find it below
     objs: list[Any] = []
     index: list[int] = []
     dead: list[DeadLetter] = []
+    n = len(values)
+    if fast and n and set(map(type, values)) <= _BYTES_TYPES and max(map(len, values)) <= max_bytes:
+        # One C-level pass; a bad message stops it, is examined, and the pass resumes after it.
+        parsed = map(orjson.loads, values)
+        done = 0  # values[:done] are in objs or dead
+        while True:
+            before = len(objs)
+            try:
+                objs.extend(parsed)  # keeps what it appended before an exception
+            except Exception:
+                bad = done + len(objs) - before
+            else:
+                index.extend(range(done, n))
+                break
+            index.extend(range(done, bad))
+            obj, reason, detail = _loads_one(values[bad], max_bytes)
+            if reason:
+                dead.append(DeadLetter(bad, _raw(values[bad]), reason, detail))
+            else:
+                objs.append(obj)
+                index.append(bad)
+            done = bad + 1
+        return objs, index, dead
     for i, v in enumerate(values):
         obj, reason, detail = _loads_one(v, max_bytes)
         if reason:
@@ -464,7 +480,7 @@ def _check_event(obj: Any) -> tuple[str, str] | None:
     """``(reason, detail)`` of the first contract violation of one parsed message, else ``None``."""
     if type(obj) is not dict:
         return "not_object", f"message must be a JSON object, got {_show(obj)}"
-    for name in ("event_id", "ts", "model_id", "features"):
+    for name in _REQUIRED_FIELDS:
         v = obj.get(name)
         if v is None:
             return "missing_field", f"required field {name!r} is {'null' if name in obj else 'absent'}"
@@ -517,12 +533,12 @@ def _column(objs: Iterable[dict[str, Any]], key: str) -> list[Any]:
 def _validate_fast(objs: list[Any], index: list[int]) -> _Events | None:
     """Columns of ``objs`` if every event is valid, else ``None``; ~10 C-level passes over the chunk."""
     try:
-        quads = list(map(_REQUIRED, objs))  # KeyError: a field is absent; TypeError: not an object
-    except (KeyError, TypeError):
+        # absent fields come back as None and fail the type checks below
+        ids, tss, mids, feats = (_column(objs, key) for key in _REQUIRED_FIELDS)
+    except TypeError:  # a message is not an object
         return None
-    if not quads:
+    if not objs:
         return None
-    ids, tss, mids, feats = zip(*quads, strict=True)
     if (
         set(map(type, ids)) != {str}
         or "" in ids
@@ -1027,7 +1043,11 @@ class Decoder:
       with ``prediction="none"`` predictions and labels are not decoded;
     * a number too large for float64 (orjson refuses it) keeps the event: the value is NaN and a
       ``non_finite`` violation;
-    * an object or array as a feature value is a ``wrong_type`` violation (NaN, or ``UNSEEN``).
+    * an object or array as a feature value is a ``wrong_type`` violation (NaN, or ``UNSEEN``);
+    * ``confidence`` is the largest probability sent, classes outside the schema included; a
+      probability array whose length differs from the schema's classes leaves ``proba`` NaN and
+      counts ``("misaligned", "$probabilities")``;
+    * violations are also kept per model in :attr:`ModelBatch.violations`.
 
     Examples
     --------

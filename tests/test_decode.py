@@ -37,19 +37,19 @@ SCHEMA = Schema(
 REGRESSOR = Schema("r", numeric=("x",), prediction="numeric")
 
 
-def event(i: int = 0, **fields: Any) -> dict[str, Any]:
+def event(i: int = 0, **overrides: Any) -> dict[str, Any]:
     out: dict[str, Any] = {
         "event_id": f"e{i}",
         "ts": T0 + i,
         "model_id": "m",
         "features": {"x": float(i), "y": 0.5, "c": "a"},
     }
-    out.update(fields)
+    out.update(overrides)
     return out
 
 
-def raw(i: int = 0, **fields: Any) -> bytes:
-    return orjson.dumps(event(i, **fields))
+def raw(i: int = 0, **overrides: Any) -> bytes:
+    return orjson.dumps(event(i, **overrides))
 
 
 def decoder(**kwargs: Any) -> Decoder:
