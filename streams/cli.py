@@ -205,7 +205,8 @@ def cmd_baseline_log(args: argparse.Namespace) -> int:
 
 # -- replay / run --------------------------------------------------------------------------------
 def _time_arg(value: str, name: str) -> int:
-    ts = parse_ts(int(value) if value.isdigit() else value)
+    # ASCII digits only: str.isdigit() is also true for "²", which int() rejects with a traceback.
+    ts = parse_ts(int(value) if value.isascii() and value.isdecimal() else value)
     if ts is None:
         raise UsageError(f"{name} must be epoch milliseconds or an RFC 3339 time with offset, got {value!r}")
     return ts
@@ -223,6 +224,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise UsageError("give exactly one of --input FILE or --topic TOPIC")
     if args.topic and (args.from_time is None or args.to_time is None):
         raise UsageError("--topic needs --from and --to")
+    # Usage errors first: before the store is read, a broker contacted or an output file created.
+    time_range = (_time_arg(args.from_time, "--from"), _time_arg(args.to_time, "--to")) if args.topic else None
     baselines = load_active_baselines(_store(s))
     producer = None
     writer: JsonlWriter | None = None
@@ -256,12 +259,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if args.input:
             summary = replay_file(s, baselines, args.input, on_alert, on_dead, progress=progress)
         else:
+            assert time_range is not None
             summary = replay_topic(
                 s,
                 baselines,
                 args.topic,
-                _time_arg(args.from_time, "--from"),
-                _time_arg(args.to_time, "--to"),
+                *time_range,
                 on_alert,
                 on_dead,
                 progress=progress,

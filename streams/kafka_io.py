@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +17,38 @@ from streams.config import KafkaSettings
 from streams.errors import DeliveryError, SourceError
 
 log = logging.getLogger(__name__)
+
+
+class _Throttle(logging.Filter):
+    """Lets a message through once per ``interval_s`` (numbers in it aside).
+
+    librdkafka reports an unreachable broker many times a second, through its log and its error
+    callback; without this, one refused connection fills stderr with hundreds of identical lines.
+    """
+
+    _NUMBER = re.compile(r"\d+")
+
+    def __init__(self, interval_s: float = 60.0, max_keys: int = 1000) -> None:
+        super().__init__()
+        self.interval_s = interval_s
+        self.max_keys = max_keys
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = f"{record.levelno}:{self._NUMBER.sub('#', record.getMessage())}"
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval_s:
+            return False
+        if len(self._last) >= self.max_keys:
+            self._last.clear()
+        self._last[key] = now
+        return True
+
+
+#: librdkafka's own log lines and error callbacks, throttled (see :class:`_Throttle`).
+client_log = logging.getLogger(f"{__name__}.librdkafka")
+client_log.addFilter(_Throttle())
 
 
 def consumer_config(k: KafkaSettings, *, group_id: str | None = None) -> dict[str, Any]:
@@ -30,6 +64,7 @@ def consumer_config(k: KafkaSettings, *, group_id: str | None = None) -> dict[st
         "fetch.min.bytes": 1,
         "queued.max.messages.kbytes": 262144,
         "error_cb": _log_error,
+        "logger": client_log,
     }
     conf.update(k.consumer)
     return conf
@@ -44,13 +79,14 @@ def producer_config(k: KafkaSettings) -> dict[str, Any]:
         "linger.ms": 5,
         "compression.type": "lz4",
         "error_cb": _log_error,
+        "logger": client_log,
     }
     conf.update(k.producer)
     return conf
 
 
 def _log_error(err: KafkaError) -> None:
-    log.warning("kafka: %s", err)
+    client_log.warning("kafka: %s", err)
 
 
 class DeliveringProducer:
@@ -110,7 +146,7 @@ def ensure_topics(
     bootstrap: dict[str, Any], names: Iterable[str], *, partitions: int = 1, timeout: float = 30.0
 ) -> None:
     """Create the topics that do not exist yet (existing ones are left as they are)."""
-    admin = AdminClient({k: v for k, v in bootstrap.items() if k != "error_cb"})
+    admin = AdminClient({k: v for k, v in bootstrap.items() if k != "error_cb"}, logger=client_log)
     wanted = [n for n in names if n]
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)

@@ -29,6 +29,8 @@ from streams.service import make_pipeline
 log = logging.getLogger(__name__)
 
 STALL_TIMEOUT_S = 30.0
+#: Broker requests of a replay (metadata, offsets for times); an unreachable broker fails this fast.
+REQUEST_TIMEOUT_S = 15.0
 
 AlertSink = Callable[[dict[str, Any]], None]
 DeadSink = Callable[[DeadLetter, dict[str, Any]], None]
@@ -153,7 +155,7 @@ def replay_topic(
     consumer = Consumer(conf)
     tally = _Tally(on_alert, on_dead, progress or Progress("replay", enabled=False))
     try:
-        ranges = time_range_offsets(consumer, topic, from_ms, to_ms)
+        ranges = time_range_offsets(consumer, topic, from_ms, to_ms, timeout=REQUEST_TIMEOUT_S)
         total = sum(r.end - r.start for r in ranges)
         tally.progress.total = total
         if not ranges:
