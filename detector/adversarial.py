@@ -1,0 +1,1138 @@
+"""Per-client detection of attack query patterns: evasion search, model extraction and query floods.
+
+Every client (the events' ``client_id``) gets a fixed-size row in a bounded client table: a ring of
+its last ``history`` queries as low-dimensional random projections (float16), their predicted
+classes and sequence numbers, and a few counters. From it, per event:
+
+* **evasion search** (HopSkipJump, Boundary, Sign-OPT, ZOO, SimBA ...): near-duplicates of the
+  client's recent queries whose predicted class *flips* (walking along the decision boundary),
+  ``k`` nearest recent queries all closer than benign traffic ever is (Stateful Detection, Chen et
+  al. 2020) and consecutive steps along one line (binary and line searches; GWAD's direction
+  statistics). A CUSUM of these increments opens ``evasion_probing``; plain retries (the same
+  input again with small noise, the same class, no progress) add nothing and drain it.
+* **model extraction**: the rate of out-of-distribution queries (``ood`` flags given by the
+  caller) and of queries closer to an earlier query than benign clients come but not duplicates
+  (synthetic queries around seeds, PRADA's observation) are tested against their reference rates
+  with a binomial tail; a heavy client covering all classes evenly gets an ``info`` note
+  (natural-data extraction looks like heavy benign use).
+* **query floods**: an exponentially decayed per-client rate against the normal per-client rate of
+  the reference; the heaviest clients overall come from a mergeable Space-Saving sketch.
+* **campaigns** (one search split over many client ids): a global, salted LSH index of recent
+  queries (Blacklight, Li et al. 2022) links clients whose queries are near-duplicates of each
+  other's with boundary evidence; a campaign is reported once, listing its clients.
+
+Thresholds come from :class:`AdversarialArtifact`, fitted on reference traffic. Alerts carry event
+ids, sequence numbers and statistics, never feature values. Client ids can be pseudonymized with
+HMAC-SHA256.
+
+A batch is processed without a per-event Python loop: events are grouped by client (a stable sort),
+each client's events are laid out after the chronological contents of its ring so every event sees
+exactly the ``history`` queries before it, and the per-client scalar states (CUSUM, counters, decayed
+rate) are segmented scans. The global index resolves same-slot events inside a batch in stream order.
+So a batch gives the same alerts as its rows one at a time (up to float rounding of the decayed rate),
+with O(1) amortized work per event; only clients with an open, cooling or firing incident step
+through the (small) incident state machine event by event.
+
+Memory per tracked client (16 history x 16 components): ~870 bytes of arrays plus the id map (~170
+bytes); the global index is fixed (``2**index_bits`` slots x ``index_tables``, 30 MiB by default).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from scipy import stats
+
+from detector.decision import AlertDecision, Severity, Status
+from detector.errors import SchemaMismatchError, SnapshotError
+from detector.schema import MISSING, EventBatch
+
+FORMAT = 1
+KINDS = ("evasion_probing", "model_extraction", "query_flood")
+EVASION, EXTRACTION, FLOOD = 0, 1, 2
+_SEV: tuple[Severity, ...] = ("info", "info", "warning", "critical")  # index = level (0 unused)
+_U64 = np.uint64
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+
+# --------------------------------------------------------------------------------------------- artifact
+
+
+@dataclass(frozen=True)
+class AdversarialArtifact:
+    """Reference calibration of :class:`AdversarialDetector`, kept in the baseline.
+
+    Distances are Euclidean in the space ``((x - center) / scale) @ projection``. Build one with
+    :meth:`fit`.
+    """
+
+    center: F64
+    scale: F64
+    projection: F64
+    tau_near: float  #: a query this close to an earlier one is a near-duplicate
+    tau_knn: float  #: mean distance to the k nearest recent queries below this is tighter than benign
+    tau_close: float  #: closer than benign clients come, but not a duplicate (synthetic extraction)
+    p_close: float  #: benign rate of such "close" queries
+    cos_line: float  #: |cos| of consecutive steps above this is a line search
+    margin_low: float  #: top-1 minus top-2 probability below this is "on the boundary"
+    rate_max: float  #: normal per-client rate ceiling, events/s (decayed with ``rate_tau_s``)
+    rate_tau_s: float
+    p_ood: float  #: benign rate of ood-flagged events
+    volume_info: float  #: per-client volume at which full class coverage is noted
+    cell: float  #: cell width of the global index (benign nearest pairs rarely share a cell)
+    k: int
+    history: int
+    n_reference: int
+
+    def to_arrays(self) -> tuple[dict[str, npt.NDArray[Any]], dict[str, Any]]:
+        """Arrays and JSON metadata; :meth:`from_arrays` inverts it."""
+        arrays: dict[str, npt.NDArray[Any]] = {
+            "center": self.center,
+            "scale": self.scale,
+            "projection": self.projection,
+        }
+        meta: dict[str, Any] = {"format": FORMAT}
+        for name in ("tau_near", "tau_knn", "tau_close", "p_close", "cos_line", "margin_low", "rate_max",
+                     "rate_tau_s", "p_ood", "volume_info", "cell"):
+            meta[name] = float(getattr(self, name))
+        for name in ("k", "history", "n_reference"):
+            meta[name] = int(getattr(self, name))
+        return arrays, meta
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, npt.NDArray[Any]], meta: Mapping[str, Any]) -> AdversarialArtifact:
+        """Rebuild an artifact written by :meth:`to_arrays`."""
+        if meta.get("format") != FORMAT:
+            raise SnapshotError(f"adversarial artifact format {meta.get('format')!r} is not supported")
+        try:
+            fl = {n: float(meta[n]) for n in ("tau_near", "tau_knn", "tau_close", "p_close", "cos_line",
+                                              "margin_low", "rate_max", "rate_tau_s", "p_ood", "volume_info", "cell")}
+            return cls(
+                center=np.asarray(arrays["center"], dtype=np.float64),
+                scale=np.asarray(arrays["scale"], dtype=np.float64),
+                projection=np.asarray(arrays["projection"], dtype=np.float64),
+                tau_near=fl["tau_near"], tau_knn=fl["tau_knn"], tau_close=fl["tau_close"], p_close=fl["p_close"],
+                cos_line=fl["cos_line"], margin_low=fl["margin_low"], rate_max=fl["rate_max"],
+                rate_tau_s=fl["rate_tau_s"], p_ood=fl["p_ood"], volume_info=fl["volume_info"], cell=fl["cell"],
+                k=int(meta["k"]), history=int(meta["history"]), n_reference=int(meta["n_reference"]),
+            )
+        except KeyError as e:
+            raise SnapshotError(f"adversarial artifact lacks {e}") from e
+
+    @property
+    def n_features(self) -> int:
+        return int(self.center.shape[0])
+
+    def embed(self, x: F64) -> npt.NDArray[np.float32]:
+        """Project feature rows (NaN counts as the reference center)."""
+        z = (x - self.center) / self.scale
+        np.nan_to_num(z, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        return (z @ self.projection).astype(np.float32)
+
+    @classmethod
+    def fit(
+        cls,
+        features: npt.ArrayLike,
+        proba: npt.ArrayLike,
+        *,
+        client_id: npt.ArrayLike | None = None,
+        ts: npt.ArrayLike | None = None,
+        n_components: int = 16,
+        history: int = 16,
+        k: int = 6,
+        quantile: float = 1e-3,
+        p_ood: float = 1e-3,
+        rate_tau_s: float = 60.0,
+        rate_factor: float = 4.0,
+        default_rate_max: float = 10.0,
+        volume_info: float = 2000.0,
+        seed: int = 0,
+    ) -> AdversarialArtifact:
+        """Calibrate on benign reference traffic.
+
+        ``features`` (n, F) and ``proba`` (n, K) are reference events; with ``client_id`` and ``ts``
+        (ms) the normal per-client rate is measured, else ``default_rate_max`` (events/s) is used.
+        Benign query streams are simulated from the reference rows twice — in random order and
+        sorted by predicted class (the worst benign case: a client of one class) — and the
+        thresholds are set at ``quantile`` of their neighbour statistics, halved for margin.
+        """
+        x = np.asarray(features, dtype=np.float64)
+        p = np.asarray(proba, dtype=np.float64)
+        if x.ndim != 2 or p.ndim != 2 or len(x) != len(p):
+            raise ValueError("features must be (n, F) and proba (n, K) with the same n")
+        if len(x) < 4 * history:
+            raise ValueError(f"need at least {4 * history} reference rows, got {len(x)}")
+        if not 1 <= k < history:
+            raise ValueError("need 1 <= k < history")
+        rng = np.random.default_rng(seed)
+        center = np.nanmean(x, axis=0)
+        std = np.nanstd(x, axis=0)
+        pos = std[std > 0]
+        floor = float(np.median(pos)) if len(pos) else 1.0  # near-constant features must not dominate
+        scale = np.maximum(std, floor)
+        proj = rng.normal(size=(x.shape[1], n_components)) / np.sqrt(n_components)
+        art = cls(center, scale, proj, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, rate_tau_s, p_ood, volume_info, 1.0, k,
+                  history, len(x))
+        z = art.embed(x).astype(np.float64)
+        pred = np.argmax(np.nan_to_num(p, nan=-1.0), axis=1)
+        d1s, knns, coss, d1_cls = [], [], [], None
+        for order in (rng.permutation(len(z)), np.lexsort((rng.random(len(z)), pred))):
+            d1, knn, cs = _stream_stats(z[order], history, k)
+            d1s.append(d1)
+            knns.append(knn)
+            coss.append(cs)
+            d1_cls = d1
+        d1_all = np.concatenate(d1s)
+        d1_all = d1_all[np.isfinite(d1_all) & (d1_all > 0)]
+        knn_all = np.concatenate(knns)
+        knn_all = knn_all[np.isfinite(knn_all) & (knn_all > 0)]
+        cos_all = np.concatenate(coss)
+        cos_all = cos_all[np.isfinite(cos_all)]
+        tau_near = 0.5 * float(np.quantile(d1_all, quantile))
+        tau_knn = 0.5 * float(np.quantile(knn_all, quantile))
+        assert d1_cls is not None
+        d1c = d1_cls[np.isfinite(d1_cls)]
+        tau_close = max(float(np.quantile(d1c, 0.01)), 2 * tau_near)
+        p_close = max(float(np.mean((d1c >= tau_near) & (d1c < tau_close))), 0.01)
+        cos_line = float(min(0.99, max(0.9, np.quantile(cos_all, 1 - quantile) + 0.05)))
+        top2 = -np.sort(-np.nan_to_num(p, nan=0.0), axis=1)[:, :2] if p.shape[1] >= 2 else np.ones((len(p), 2))
+        margin = top2[:, 0] - top2[:, 1]
+        margin_low = float(np.quantile(margin, 0.01))
+        rate_max = default_rate_max
+        if client_id is not None and ts is not None:
+            peaks = _peak_rates(np.asarray(client_id, dtype=object), np.asarray(ts, dtype=np.int64), rate_tau_s)
+            if len(peaks):
+                rate_max = rate_factor * float(np.quantile(peaks, 1 - quantile))
+        cell = _cell_width(z, 2.0 * tau_near, rng)
+        return cls(center, scale, proj, tau_near, tau_knn, tau_close, p_close, cos_line, margin_low, rate_max,
+                   rate_tau_s, p_ood, volume_info, cell, k, history, len(x))
+
+
+def _cell_width(z: F64, upper: float, rng: np.random.Generator, target: float = 1e-3) -> float:
+    """Largest index cell width (<= ``upper``) at which a benign query and its nearest reference neighbour
+    share a randomly offset cell of one randomly rotated table with probability <= ``target``."""
+    zz = z[rng.permutation(len(z))[:2000]]
+    d2 = ((zz[:, None, :] - zz[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(d2, np.inf)
+    delta = zz - zz[np.argmin(d2, axis=1)]
+    dd = z.shape[1]
+    rot = np.abs(np.stack([delta @ (rng.normal(size=(dd, dd)) / np.sqrt(dd)) for _ in range(4)]))
+    w = upper
+    for _ in range(60):
+        share = np.prod(np.maximum(0.0, 1.0 - rot / w), axis=-1).mean()
+        if share <= target:
+            return float(w)
+        w *= 0.8
+    return float(w)
+
+
+def _stream_stats(z: F64, history: int, k: int) -> tuple[F64, F64, F64]:
+    """Per row of a simulated client stream: distance to the nearest of the previous ``history``
+    rows, mean distance to the ``k`` nearest, and |cos| between consecutive steps."""
+    n = len(z)
+    d1 = np.full(n, np.inf)
+    knn = np.full(n, np.inf)
+    for s in range(0, n, 512):
+        e = min(n, s + 512)
+        lo = max(0, s - history)
+        dd = np.sqrt(np.maximum(((z[s:e, None, :] - z[None, lo:e, :]) ** 2).sum(-1), 0))
+        rows = np.arange(s, e)[:, None]
+        cols = np.arange(lo, e)[None, :]
+        dd[(cols >= rows) | (cols < rows - history)] = np.inf
+        d1[s:e] = dd.min(axis=1)
+        part = np.sort(dd, axis=1)[:, :k]
+        knn[s:e] = np.where(np.isfinite(part).all(axis=1), part.mean(axis=1), np.inf)
+    step = np.diff(z, axis=0)
+    nrm = np.linalg.norm(step, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cs = np.abs((step[1:] * step[:-1]).sum(1) / (nrm[1:] * nrm[:-1]))
+    return d1, knn, cs
+
+
+def _peak_rates(client: npt.NDArray[np.object_], ts: I64, tau_s: float) -> F64:
+    """Peak exponentially decayed rate (events/s) of every reference client."""
+    order = np.lexsort((ts, client.astype(str)))
+    c = client[order]
+    t = ts[order].astype(np.float64) / 1000.0
+    peaks = []
+    start = 0
+    for i in range(1, len(c) + 1):
+        if i == len(c) or c[i] != c[start]:
+            r = 0.0
+            pk = 0.0
+            prev = t[start]
+            for j in range(start, i):
+                r = r * np.exp(-(t[j] - prev) / tau_s) + 1.0
+                prev = t[j]
+                pk = max(pk, r)
+            peaks.append(pk / tau_s)
+            start = i
+    return np.asarray(peaks)
+
+
+def _finite(v: Any) -> float | None:
+    """JSON-safe statistic: None where there is none (e.g. no earlier query to compare with)."""
+    f = float(v)
+    return f if np.isfinite(f) else None
+
+
+# --------------------------------------------------------------------------------------------- sketch
+
+
+class SpaceSaving:
+    """Mergeable Space-Saving summary of the heaviest keys (Metwally et al. 2005; Agarwal et al. 2012).
+
+    Counts are over-estimates by at most ``error``; any key with true count above ``total / capacity``
+    is kept.
+
+    Examples
+    --------
+    >>> s = SpaceSaving(2)
+    >>> s.add(np.array(["a", "b", "a", "c", "a"], dtype=object))
+    >>> s.top(1)
+    [('a', 3, 0)]
+    """
+
+    def __init__(self, capacity: int = 64) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        self.capacity = capacity
+        self.keys: npt.NDArray[np.str_] = np.empty(0, dtype=str)
+        self.counts: I64 = np.empty(0, dtype=np.int64)
+        self.errors: I64 = np.empty(0, dtype=np.int64)
+        self.total = 0
+
+    def add(self, keys: npt.NDArray[Any]) -> None:
+        """Count a batch of keys (one merge of the batch's exact counts into the summary)."""
+        if len(keys) == 0:
+            return
+        uk, cnt = np.unique(np.asarray(keys).astype(str), return_counts=True)
+        self.total += len(keys)
+        floor = int(self.counts.min()) if len(self.counts) >= self.capacity else 0
+        allk = np.concatenate([self.keys, uk])
+        u, inv = np.unique(allk, return_inverse=True)
+        c = np.zeros(len(u), dtype=np.int64)
+        err = np.zeros(len(u), dtype=np.int64)
+        np.add.at(c, inv[: len(self.keys)], self.counts)
+        np.add.at(err, inv[: len(self.keys)], self.errors)
+        known = np.zeros(len(u), dtype=bool)
+        known[inv[: len(self.keys)]] = True
+        new = inv[len(self.keys):]
+        c[new] += cnt
+        fresh = new[~known[new]]
+        c[fresh] += floor
+        err[fresh] += floor
+        keep = np.lexsort((u, -c))[: self.capacity]
+        self.keys, self.counts, self.errors = u[keep], c[keep], err[keep]
+
+    def top(self, n: int) -> list[tuple[str, int, int]]:
+        """The ``n`` heaviest keys as (key, estimated count, maximal over-estimate)."""
+        return [(str(k), int(c), int(e)) for k, c, e in zip(self.keys[:n], self.counts[:n], self.errors[:n],
+                                                                strict=True)]
+
+
+# --------------------------------------------------------------------------------------------- detector
+
+
+class AdversarialDetector:
+    """Streaming per-client detector of evasion search, model extraction and query floods.
+
+    Parameters
+    ----------
+    artifact
+        Reference calibration (:meth:`AdversarialArtifact.fit`).
+    max_clients
+        Cap on tracked clients; when full, the least recently seen clients are evicted (clients
+        with an open incident count as seen ``protect_s`` later), in chunks of ``evict_chunk``.
+    history
+        Queries kept per client (default: the artifact's).
+    salt
+        Secret for the global LSH index (quantization offsets and hash keys).
+    pseudonymize_key
+        If given, alerts name clients by ``HMAC-SHA256(key, client_id)`` (``"p-" + 16 hex``).
+    seed
+        Seed for the index's projections (mixed with the salt).
+    evasion_threshold
+        CUSUM level of search evidence at which ``evasion_probing`` opens (critical at 3x).
+    alpha
+        Per-test significance of the extraction binomial tests (the false-alarm budget per client check).
+    min_events
+        Events of a client before the close-query test may fire.
+    min_share
+        Effect gate of the extraction tests: at least this share of the client's queries are ood / close.
+    resolve_after, cooldown
+        Calm events of a client before ``resolved``; events after that before the kind may reopen.
+    index_bits, index_tables, index_match, index_horizon
+        Global index: ``2**index_bits`` slots per table, ``index_tables`` tables, a query matches a
+        stored one sharing ``index_match`` cells; entries older than ``index_horizon`` events expire.
+    campaign_clients, campaign_hits
+        A campaign is reported once it links this many clients through this many boundary hits.
+    campaign_radius
+        A new cross-client pair within ``campaign_radius * tau_close`` of a campaign's last query joins it.
+    campaign_share
+        A client joins a campaign only while at least this share of its queries are cross-client boundary hits.
+    ood_threshold
+        Scores ``>=`` this count as out-of-distribution when ``ood`` is given as scores.
+    heavy_hitters
+        Capacity of the Space-Saving sketch.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> ref = rng.normal(size=(400, 8))
+    >>> pr = rng.dirichlet(np.ones(3), size=400)
+    >>> art = AdversarialArtifact.fit(ref, pr)
+    >>> det = AdversarialDetector(art, max_clients=100, salt=b"s")
+    >>> x = ref[:1] + rng.normal(scale=1e-3, size=(30, 8)) * np.arange(30)[:, None] / 30
+    >>> p = np.tile([[0.5, 0.49, 0.01], [0.49, 0.5, 0.01]], (15, 1))
+    >>> b = EventBatch.from_arrays(x, client_id=["eve"] * 30, proba=p, prediction_code=p.argmax(1))
+    >>> [(a.kind, a.status, a.severity, a.client_id, a.event_index) for a in det.update(b, seq=0)]
+    [('evasion_probing', 'open', 'warning', 'eve', 4), ('evasion_probing', 'update', 'critical', 'eve', 9)]
+    """
+
+    def __init__(
+        self,
+        artifact: AdversarialArtifact,
+        *,
+        max_clients: int = 1_000_000,
+        history: int | None = None,
+        salt: bytes,
+        pseudonymize_key: bytes | None = None,
+        seed: int = 0,
+        evasion_threshold: float = 4.0,
+        alpha: float = 1e-7,
+        min_events: int = 8,
+        min_share: float = 0.25,
+        resolve_after: int = 64,
+        cooldown: int = 256,
+        protect_s: float = 3600.0,
+        evict_chunk: int | None = None,
+        index_bits: int = 18,
+        index_tables: int = 4,
+        index_match: int = 2,
+        index_horizon: int = 1_000_000,
+        campaign_clients: int = 3,
+        campaign_hits: int = 6,
+        campaign_radius: float = 2.0,
+        campaign_share: float = 0.25,
+        max_campaigns: int = 1024,
+        campaign_members: int = 256,
+        ood_threshold: float = 0.5,
+        heavy_hitters: int = 64,
+    ) -> None:
+        if max_clients < 1:
+            raise ValueError(f"max_clients must be >= 1, got {max_clients}")
+        if not isinstance(salt, bytes) or not salt:
+            raise ValueError("salt must be non-empty bytes (a secret from configuration)")
+        if pseudonymize_key is not None and not isinstance(pseudonymize_key, bytes):
+            raise ValueError("pseudonymize_key must be bytes or None")
+        h = artifact.history if history is None else history
+        if not artifact.k < h <= 255:
+            raise ValueError(f"history must be in ({artifact.k}, 255], got {h}")
+        if not 0 < alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+        if evasion_threshold <= 0:
+            raise ValueError("evasion_threshold must be > 0")
+        if not 1 <= index_match <= index_tables:
+            raise ValueError("need 1 <= index_match <= index_tables")
+        if not 8 <= index_bits <= 28:
+            raise ValueError("index_bits must be in [8, 28]")
+        self.artifact = artifact
+        self.max_clients = max_clients
+        self.history = h
+        self.salt = salt
+        self.pseudonymize_key = pseudonymize_key
+        self.seed = seed
+        self.evasion_threshold = evasion_threshold
+        self.alpha = alpha
+        self.min_events = min_events
+        self.min_share = min_share
+        self.resolve_after = resolve_after
+        self.cooldown = cooldown
+        self.protect_s = protect_s
+        self.evict_chunk = max(1, max_clients // 256) if evict_chunk is None else evict_chunk
+        self.index_bits = index_bits
+        self.index_tables = index_tables
+        self.index_match = index_match
+        self.index_horizon = index_horizon
+        self.campaign_clients = campaign_clients
+        self.campaign_hits = campaign_hits
+        self.campaign_radius = campaign_radius
+        self.campaign_share = campaign_share
+        self.max_campaigns = max_campaigns
+        self.campaign_members = campaign_members
+        self.ood_threshold = ood_threshold
+        self.heavy_hitters = heavy_hitters
+        # Salted index geometry: secret rotations, offsets and hash multipliers.
+        key = hashlib.blake2b(salt, digest_size=16, person=b"inferwatch-adv").digest()
+        irng = np.random.default_rng([int.from_bytes(key[:8], "little"), int.from_bytes(key[8:], "little"), seed])
+        dd = artifact.projection.shape[1]
+        self._band = dd
+        self._rot = irng.normal(size=(index_tables, dd, self._band)) / np.sqrt(self._band)
+        self._off = irng.random(size=(index_tables, self._band))
+        self._mult = (irng.integers(1, 2**62, size=(index_tables, self._band), dtype=np.uint64) * 2 + 1).astype(_U64)
+        self._cell = artifact.cell if artifact.cell > 0 else 1.0
+        self._reset()
+
+    # ------------------------------------------------------------------------------------- state
+
+    def _reset(self) -> None:
+        n, h, d = self.max_clients, self.history, self.artifact.projection.shape[1]
+        self._index: dict[str, int] = {}
+        self._ids = np.full(n, None, dtype=object)
+        self._free = list(range(n - 1, -1, -1))
+        self._next_uid = 1
+        # per-client table
+        self._uid = np.zeros(n, dtype=np.int64)  # 0 = empty slot
+        self._ring = np.zeros((n, h, d), dtype=np.float16)
+        self._ring_pred = np.zeros((n, h), dtype=np.int8)
+        self._ring_seq = np.zeros((n, h), dtype=np.int64)
+        self._count = np.zeros(n, dtype=np.int64)
+        self._last_ts = np.zeros(n, dtype=np.int64)
+        self._rate = np.zeros(n, dtype=np.float64)
+        self._ev = np.zeros(n, dtype=np.float32)
+        self._n_flip = np.zeros(n, dtype=np.int32)
+        self._n_knn = np.zeros(n, dtype=np.int32)
+        self._n_line = np.zeros(n, dtype=np.int32)
+        self._n_ext = np.zeros(n, dtype=np.int32)  # events in the extraction test
+        self._n_ood = np.zeros(n, dtype=np.int32)
+        self._n_close = np.zeros(n, dtype=np.int32)
+        self._classes = np.zeros((n, 16), dtype=np.int32)
+        self._level = np.zeros((n, 3), dtype=np.int8)
+        self._incident = np.full((n, 3), -1, dtype=np.int64)
+        self._calm = np.zeros((n, 3), dtype=np.int32)
+        self._cool = np.zeros((n, 3), dtype=np.int32)
+        self._campaign = np.full(n, -1, dtype=np.int32)
+        self._camp_hits = np.zeros(n, dtype=np.int32)
+        # global index
+        m = 1 << self.index_bits
+        self._ix_key = np.zeros((self.index_tables, m), dtype=np.uint64)
+        self._ix_uid = np.zeros((self.index_tables, m), dtype=np.int64)
+        self._ix_seq = np.full((self.index_tables, m), -(1 << 62), dtype=np.int64)
+        self._ix_pred = np.zeros((self.index_tables, m), dtype=np.int8)
+        self._ix_slot = np.zeros((self.index_tables, m), dtype=np.int32)
+        # campaigns: id -> [hits, boundary hits, reported members, incident, members (client ids)]
+        self._camps: dict[int, list[Any]] = {}
+        self._next_camp = 0
+        self._sketch = SpaceSaving(self.heavy_hitters)
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the detector's state (arrays, plus an estimate for the id map and strings)."""
+        total = 0
+        for v in vars(self).values():
+            if isinstance(v, np.ndarray):
+                total += v.nbytes
+        per_id = 104 + 64  # dict entry + a short str object
+        total += len(self._index) * per_id + len(self._free) * 8
+        return total
+
+    def bytes_per_client(self) -> float:
+        """Fixed state bytes per client slot (arrays only)."""
+        per = 0
+        for v in vars(self).values():
+            if isinstance(v, np.ndarray) and v.shape[:1] == (self.max_clients,):
+                per += v.nbytes // self.max_clients
+        return float(per)
+
+    @property
+    def n_clients(self) -> int:
+        return len(self._index)
+
+    def heavy_hitters_top(self, n: int = 10) -> list[tuple[str, int, int]]:
+        """Heaviest clients so far (pseudonymized if configured): (client, count, over-estimate)."""
+        return [(self._name(k), c, e) for k, c, e in self._sketch.top(n)]
+
+    _CLIENT_ARRAYS = ("uid", "ring", "ring_pred", "ring_seq", "count", "last_ts", "rate", "ev", "n_flip",
+                      "n_knn", "n_line", "n_ext", "n_ood", "n_close", "classes", "level", "incident", "calm",
+                      "cool", "campaign", "camp_hits")
+
+    def snapshot(self) -> dict[str, npt.NDArray[Any]]:
+        """State as arrays (client table of occupied slots, index, campaigns, sketch)."""
+        occ = np.flatnonzero(self._uid > 0)
+        out: dict[str, npt.NDArray[Any]] = {"client.slot": occ.astype(np.int64),
+                                            "client.id": np.asarray([str(s) for s in self._ids[occ]], dtype=str)}
+        for name in self._CLIENT_ARRAYS:
+            out["client." + name] = getattr(self, "_" + name)[occ].copy()
+        for name in ("key", "uid", "seq", "pred", "slot"):
+            out["index." + name] = getattr(self, "_ix_" + name).copy()
+        cids = sorted(self._camps)
+        out["campaign.id"] = np.asarray(cids, dtype=np.int64)
+        out["campaign.stats"] = np.asarray([self._camps[c][:4] for c in cids], dtype=np.int64).reshape(-1, 4)
+        members = [self._camps[c][4] for c in cids]
+        out["campaign.n_members"] = np.asarray([len(m) for m in members], dtype=np.int64)
+        out["campaign.members"] = np.asarray([s for m in members for s in m], dtype=str)
+        out["campaign.z"] = np.asarray([self._camps[c][5] for c in cids], dtype=np.float32).reshape(
+            len(cids), self.artifact.projection.shape[1])
+        out["meta.counters"] = np.asarray([self._next_uid, self._next_camp, self._sketch.total], dtype=np.int64)
+        out["sketch.keys"] = self._sketch.keys.copy()
+        out["sketch.counts"] = self._sketch.counts.copy()
+        out["sketch.errors"] = self._sketch.errors.copy()
+        return out
+
+    def restore(self, state: Mapping[str, npt.NDArray[Any]]) -> None:
+        """Continue from a :meth:`snapshot` of an identically configured detector."""
+        try:
+            slots = np.asarray(state["client.slot"], dtype=np.int64)
+            if len(slots) and (slots.max() >= self.max_clients or slots.min() < 0):
+                raise SnapshotError("snapshot has client slots beyond max_clients")
+            ring = state["client.ring"]
+            if ring.shape[1:] != self._ring.shape[1:]:
+                raise SnapshotError(f"snapshot ring {ring.shape[1:]} does not match {self._ring.shape[1:]}")
+            self._reset()
+            for name in self._CLIENT_ARRAYS:
+                getattr(self, "_" + name)[slots] = state["client." + name]
+            ids = [str(s) for s in state["client.id"]]
+            self._ids[slots] = np.asarray(ids, dtype=object)
+            self._index = dict(zip(ids, slots.tolist(), strict=True))
+            used = set(slots.tolist())
+            self._free = [s for s in range(self.max_clients - 1, -1, -1) if s not in used]
+            for name in ("key", "uid", "seq", "pred", "slot"):
+                arr = getattr(self, "_ix_" + name)
+                arr[...] = np.asarray(state["index." + name]).astype(arr.dtype)
+            st = np.asarray(state["campaign.stats"], dtype=np.int64)
+            nm = np.asarray(state["campaign.n_members"], dtype=np.int64)
+            mem = [str(s) for s in state["campaign.members"]]
+            pos = 0
+            for i, cid in enumerate(np.asarray(state["campaign.id"], dtype=np.int64).tolist()):
+                self._camps[cid] = [*st[i].tolist(), mem[pos : pos + int(nm[i])],
+                                    np.asarray(state["campaign.z"][i], dtype=np.float32)]
+                pos += int(nm[i])
+            c = np.asarray(state["meta.counters"], dtype=np.int64)
+            self._next_uid, self._next_camp, self._sketch.total = int(c[0]), int(c[1]), int(c[2])
+            self._sketch.keys = np.asarray(state["sketch.keys"]).astype(str)
+            self._sketch.counts = np.asarray(state["sketch.counts"], dtype=np.int64)
+            self._sketch.errors = np.asarray(state["sketch.errors"], dtype=np.int64)
+        except KeyError as e:
+            raise SnapshotError(f"adversarial snapshot lacks {e}") from e
+        except ValueError as e:
+            raise SnapshotError(f"adversarial snapshot does not fit: {e}") from e
+
+    # ------------------------------------------------------------------------------------- clients
+
+    def _name(self, client: str) -> str:
+        if self.pseudonymize_key is None:
+            return client
+        return "p-" + hmac.new(self.pseudonymize_key, client.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
+
+    def _slots(self, ids: npt.NDArray[np.object_], ts: I64) -> I64:
+        """Slot of every event's client, allocating (and evicting) as needed."""
+        get = self._index.get
+        ids_l = [c if isinstance(c, str) else str(c) for c in ids.tolist()]
+        slots = np.fromiter(map(get, ids_l, [-1] * len(ids_l)), dtype=np.int64, count=len(ids_l))
+        new = np.flatnonzero(slots < 0)
+        if len(new):
+            first: dict[str, int] = {}
+            n_new = len({ids_l[i] for i in new.tolist()})
+            for i in new.tolist():
+                c = ids_l[i]
+                s = first.get(c)
+                if s is None:
+                    if not self._free:
+                        taken = np.r_[slots[slots >= 0], np.fromiter(first.values(), dtype=np.int64)]
+                        self._evict(taken, needed=n_new - len(first))
+                    s = self._free.pop()
+                    first[c] = s
+                    self._index[c] = s
+                    self._ids[s] = c
+                    self._uid[s] = self._next_uid
+                    self._next_uid += 1
+                    self._last_ts[s] = ts[i]
+                slots[i] = s
+        return slots
+
+    def _evict(self, exclude: I64, needed: int) -> None:
+        occ = self._uid > 0
+        prio = self._last_ts.astype(np.float64) + (self._level.max(axis=1) > 0) * self.protect_s * 1000.0
+        prio[~occ] = np.inf
+        prio[exclude] = np.inf
+        m = min(max(self.evict_chunk, needed), int(np.isfinite(prio).sum()))
+        if m <= 0:
+            raise ValueError("max_clients is smaller than the number of clients in one batch")
+        victims = np.argpartition(prio, m - 1)[:m]
+        for s in victims.tolist():
+            del self._index[self._ids[s]]
+            self._ids[s] = None
+            self._free.append(s)
+        self._clear(victims)
+
+    def _clear(self, s: I64) -> None:
+        for name in self._CLIENT_ARRAYS:
+            arr = getattr(self, "_" + name)
+            arr[s] = -1 if name in ("incident", "campaign") else 0
+
+    # ------------------------------------------------------------------------------------- update
+
+    def update(self, batch: EventBatch, *, seq: int, ood: npt.ArrayLike | None = None) -> list[AlertDecision]:
+        """Feed one batch; ``seq`` is the stream sequence number of its first event.
+
+        ``ood`` optionally flags out-of-distribution events (bool, or scores compared with
+        ``ood_threshold``). Events without a client id are skipped.
+        """
+        n = len(batch)
+        if n == 0:
+            return []
+        if batch.numeric.shape[1] != self.artifact.n_features:
+            raise SchemaMismatchError(
+                f"batch has {batch.numeric.shape[1]} numeric features, artifact {self.artifact.n_features}")
+        if ood is None:
+            is_ood = np.zeros(n, dtype=bool)
+            have_ood = False
+        else:
+            o = np.asarray(ood)
+            if o.shape != (n,):
+                raise SchemaMismatchError(f"ood has shape {o.shape}, batch has {n} events")
+            is_ood = o.astype(bool) if o.dtype == bool else np.nan_to_num(o.astype(np.float64)) >= self.ood_threshold
+            have_ood = True
+        keep = np.fromiter((c is not None for c in batch.client_id), dtype=bool, count=n)
+        rows = np.flatnonzero(keep) if not keep.all() else np.arange(n)
+        if len(rows) == 0:
+            return []
+        ids = batch.client_id[rows]
+        ts = batch.ts[rows]
+        z = self.artifact.embed(batch.numeric[rows])
+        pred = batch.prediction_code[rows].astype(np.int64)
+        proba = batch.proba[rows]
+        if proba.shape[1] >= 2:
+            top = -np.sort(-np.nan_to_num(proba, nan=-1.0), axis=1)[:, :2]
+            margin = np.where(top[:, 1] >= 0, top[:, 0] - top[:, 1], np.nan)
+            miss = pred == MISSING
+            if miss.any():
+                pred[miss] = np.argmax(np.nan_to_num(proba[miss], nan=-1.0), axis=1)
+        else:
+            margin = np.full(len(rows), np.nan)
+        pred = np.clip(pred, -1, 15)
+        slots = self._slots(ids, ts)
+        self._sketch.add(ids)
+        hits = self._index_pass(z, slots, pred, seq + rows)
+        out: list[AlertDecision] = []
+        n_seen = self._process(slots, z, pred, margin, is_ood, have_ood, ts, seq + rows, batch.event_id[rows], out)
+        out.extend(self._campaigns(hits, slots, z, pred, n_seen, seq + rows, ts, batch.event_id[rows]))
+        out.sort(key=lambda a: (a.event_index, KINDS.index(a.kind), a.client_id or ""))
+        return out
+
+    def _index_pass(self, z: npt.NDArray[np.float32], slots: I64, pred: I64, seqs: I64
+                    ) -> list[tuple[int, int, int, int]]:
+        """Look every event up in the global index and insert it, with exact sequential semantics.
+
+        Returns (event row, matched client slot, its uid, matched predicted class) for cross-client matches.
+        """
+        n = len(z)
+        t_, m = self.index_tables, 1 << self.index_bits
+        uid = self._uid[slots]
+        match_cnt = np.zeros(n, dtype=np.int64)
+        best_uid = np.zeros(n, dtype=np.int64)
+        best_pred = np.zeros(n, dtype=np.int64)
+        best_slot = np.zeros(n, dtype=np.int64)
+        zz = z.astype(np.float64)
+        for t in range(t_):
+            q = np.floor(zz @ self._rot[t] / self._cell + self._off[t]).astype(np.int64).astype(_U64)
+            with np.errstate(over="ignore"):
+                key = (q * self._mult[t]).sum(axis=1, dtype=_U64)
+                key ^= key >> _U64(29)
+                key *= _U64(0xBF58476D1CE4E5B9)
+                key ^= key >> _U64(32)
+            key |= _U64(1)  # 0 marks an empty slot
+            pos = (key & _U64(m - 1)).astype(np.int64)
+            # stored entry each event sees: the previous batch event in the same slot, else the table
+            o = np.argsort(pos, kind="stable")
+            ps = pos[o]
+            same = np.r_[False, ps[1:] == ps[:-1]]
+            prev = np.r_[-1, o[:-1]]
+            prev = np.where(same, prev, -1)
+            prev_of = np.empty(n, dtype=np.int64)
+            prev_of[o] = prev
+            has_prev = prev_of >= 0
+            pp = np.maximum(prev_of, 0)
+            s_key = np.where(has_prev, key[pp], self._ix_key[t, pos])
+            s_uid = np.where(has_prev, uid[pp], self._ix_uid[t, pos])
+            s_seq = np.where(has_prev, seqs[pp], self._ix_seq[t, pos])
+            s_pred = np.where(has_prev, pred[pp], self._ix_pred[t, pos])
+            s_slot = np.where(has_prev, slots[pp], self._ix_slot[t, pos])
+            ok = (s_key == key) & (seqs - s_seq <= self.index_horizon)
+            match_cnt += ok
+            cross = ok & (s_uid != uid)
+            take = cross & (best_uid == 0)
+            best_uid = np.where(take, s_uid, best_uid)
+            best_pred = np.where(take, s_pred, best_pred)
+            best_slot = np.where(take, s_slot, best_slot)
+            # last writer per slot wins
+            last = np.r_[ps[1:] != ps[:-1], True]
+            w = o[last]
+            self._ix_key[t, pos[w]] = key[w]
+            self._ix_uid[t, pos[w]] = uid[w]
+            self._ix_seq[t, pos[w]] = seqs[w]
+            self._ix_pred[t, pos[w]] = pred[w]
+            self._ix_slot[t, pos[w]] = slots[w]
+        hit = np.flatnonzero((match_cnt >= self.index_match) & (best_uid > 0))
+        return [(int(i), int(best_slot[i]), int(best_uid[i]), int(best_pred[i])) for i in hit]
+
+    def _process(
+        self,
+        s: I64,
+        z: npt.NDArray[np.float32],
+        pred: I64,
+        margin: F64,
+        is_ood: npt.NDArray[np.bool_],
+        have_ood: bool,
+        ts: I64,
+        seqs: I64,
+        event_ids: npt.NDArray[np.object_],
+        out: list[AlertDecision],
+    ) -> I64:
+        """All events of the batch at once: each client's events are laid out after its ring contents
+        (chronologically), so every event sees exactly the ``history`` queries before it; the per-client
+        scalar states (CUSUM, counters, decayed rate) are segmented scans."""
+        art = self.artifact
+        h, k = self.history, art.k
+        n, dd = z.shape
+        # --- sort events by client (stable: stream order within a client)
+        order = np.argsort(s, kind="stable")
+        so = s[order]
+        gstarts = np.flatnonzero(np.r_[True, so[1:] != so[:-1]])
+        n_g = len(gstarts)
+        m_g = np.diff(np.r_[gstarts, n])
+        gslot = so[gstarts]
+        gid = np.repeat(np.arange(n_g), m_g)  # group of each sorted event
+        j_in = np.arange(n) - np.repeat(gstarts, m_g)
+        cnt_g = self._count[gslot]
+        f_g = np.minimum(cnt_g, h)
+        len_g = f_g + m_g
+        e_start = np.r_[0, np.cumsum(len_g)[:-1]]
+        total = int(len_g.sum())
+        e_z = np.empty((total, dd), dtype=np.float16)
+        e_pred = np.empty(total, dtype=np.int8)
+        e_seq = np.empty(total, dtype=np.int64)
+        tf = int(f_g.sum())
+        if tf:
+            grp = np.repeat(np.arange(n_g), f_g)
+            i = np.arange(tf) - np.repeat(np.cumsum(f_g) - f_g, f_g)
+            rpos = (cnt_g[grp] - f_g[grp] + i) % h
+            dst = e_start[grp] + i
+            e_z[dst] = self._ring[gslot[grp], rpos]
+            e_pred[dst] = self._ring_pred[gslot[grp], rpos]
+            e_seq[dst] = self._ring_seq[gslot[grp], rpos]
+        p = e_start[gid] + f_g[gid] + j_in  # position in E of each sorted event
+        zs = z[order]
+        predo = pred[order]
+        e_z[p] = zs
+        e_pred[p] = predo
+        e_seq[p] = seqs[order]
+        start = e_start[gid]
+        hist = p[:, None] - 1 - np.arange(h)[None, :]
+        valid = hist >= start[:, None]
+        hist_c = np.where(valid, hist, 0)
+        diff = e_z[hist_c].astype(np.float32) - zs[:, None, :]
+        dist = np.sqrt(np.einsum("mhd,mhd->mh", diff, diff))
+        dist[~valid] = np.inf
+        j1 = np.argmin(dist, axis=1)
+        rr = np.arange(n)
+        d1 = dist[rr, j1]
+        nb = hist_c[rr, j1]
+        knn = np.partition(dist, k - 1, axis=1)[:, :k].mean(axis=1)
+        near = d1 < art.tau_near
+        flip = near & (e_pred[nb].astype(np.int64) != predo)
+        tight = knn < art.tau_knn
+        mo = margin[order]
+        low = near & (np.nan_to_num(mo, nan=1.0) < art.margin_low) & ~flip
+        has2 = p - 2 >= start
+        prev = e_z[np.maximum(p - 1, 0)].astype(np.float32)
+        prev2 = e_z[np.maximum(p - 2, 0)].astype(np.float32)
+        step = zs - prev
+        prev_step = prev - prev2
+        sn = np.linalg.norm(step, axis=1)
+        pn = np.linalg.norm(prev_step, axis=1)
+        big = has2 & (sn > 0.05 * art.tau_near) & (pn > 0.05 * art.tau_near)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cos = np.abs((step * prev_step).sum(1)) / (sn * pn)
+        line = big & (cos > art.cos_line)
+        inc = 1.0 * flip + tight + line + 0.5 * low
+        # --- ring write-back: the last min(h, len) entries of each client's sequence
+        w_g = np.minimum(h, len_g)
+        tw = int(w_g.sum())
+        grp = np.repeat(np.arange(n_g), w_g)
+        o = len_g[grp] - w_g[grp] + np.arange(tw) - np.repeat(np.cumsum(w_g) - w_g, w_g)
+        src = e_start[grp] + o
+        rpos = (cnt_g[grp] - f_g[grp] + o) % h
+        self._ring[gslot[grp], rpos] = e_z[src]
+        self._ring_pred[gslot[grp], rpos] = e_pred[src]
+        self._ring_seq[gslot[grp], rpos] = e_seq[src]
+        # --- segmented scans
+        def seg(x: npt.NDArray[Any]) -> npt.NDArray[Any]:
+            c: npt.NDArray[Any] = np.cumsum(x, axis=0)
+            out_: npt.NDArray[Any] = c - np.repeat(c[gstarts] - x[gstarts], m_g, axis=0)
+            return out_
+
+        cnt = cnt_g[gid] + j_in  # events before this one
+        ev0 = self._ev[gslot].astype(np.float64)
+        x = inc - (inc == 0)
+        wv = ev0[gid] + seg(x)
+        big_off = 2.0 * float(np.abs(wv).max()) + 2.0
+        off = -big_off * gid
+        run_min = np.minimum.accumulate(wv + off) - off
+        ev = wv - np.minimum(0.0, run_min)
+        n_flip = self._n_flip[gslot][gid] + seg(flip.astype(np.int64))
+        n_knn = self._n_knn[gslot][gid] + seg(tight.astype(np.int64))
+        n_line = self._n_line[gslot][gid] + seg(line.astype(np.int64))
+        close = (d1 >= art.tau_near) & (d1 < art.tau_close)
+        oo = is_ood[order] & ~near  # resent copies of one ood input count once
+        n_ext = self._n_ext[gslot][gid] + j_in + 1
+        n_ood = self._n_ood[gslot][gid] + seg(oo.astype(np.int64))
+        n_close = self._n_close[gslot][gid] + seg(close.astype(np.int64))
+        ok_pred = (predo >= 0).astype(np.int64)
+        onehot = np.zeros((n, self._classes.shape[1]), dtype=np.int64)
+        onehot[rr, np.maximum(predo, 0)] = ok_pred
+        classes = self._classes[gslot][gid] + seg(onehot)
+        # decayed rate over the running maximum of event time
+        tso = ts[order]
+        last0 = np.where(cnt_g > 0, self._last_ts[gslot], tso[gstarts])
+        r0 = np.where(cnt_g > 0, self._rate[gslot], 0.0)
+        toff = (np.int64(1) << 40) * gid
+        tmax = np.maximum(np.maximum.accumulate(tso + toff) - toff, last0[gid])
+        tau_ms = art.rate_tau_s * 1000.0
+        t1 = tmax[gstarts]
+        r0 = r0 * np.exp(-(t1 - last0) / tau_ms)
+        u = (tmax - t1[gid]) / tau_ms
+        if float(u.max(initial=0.0)) < 600.0:
+            rate = np.exp(-u) * (r0[gid] + seg(np.exp(u)))
+        else:  # a client spans > 600 decay times inside this batch: plain recursion
+            rate = np.empty(n)
+            for g in range(n_g):
+                r, tp = float(r0[g]), float(t1[g])
+                for q in range(int(gstarts[g]), int(gstarts[g] + m_g[g])):
+                    r = r * float(np.exp(-(tmax[q] - tp) / tau_ms)) + 1.0
+                    tp = float(tmax[q])
+                    rate[q] = r
+        n_seen = np.empty(n, dtype=np.int64)
+        n_seen[order] = cnt + 1  # the client's events so far, this one included
+        ends = gstarts + m_g - 1
+        self._count[gslot] = cnt_g + m_g
+        self._ev[gslot] = ev[ends]
+        self._n_flip[gslot] = n_flip[ends]
+        self._n_knn[gslot] = n_knn[ends]
+        self._n_line[gslot] = n_line[ends]
+        self._n_ext[gslot] = n_ext[ends]
+        self._n_ood[gslot] = n_ood[ends]
+        self._n_close[gslot] = n_close[ends]
+        self._classes[gslot] = classes[ends]
+        self._rate[gslot] = rate[ends]
+        self._last_ts[gslot] = tmax[ends]
+        # --- levels per kind (0 calm, 1 info, 2 warning, 3 critical)
+        thr = self.evasion_threshold
+        lev_e = np.where(ev >= 3 * thr, 3, np.where(ev >= thr, 2, 0))
+        px = np.ones(n)
+        stat_x = np.zeros(n, dtype=np.int64)  # 0 ood, 1 close, 2 coverage
+        # significance and effect: a rate far above the reference rate, and at least ``min_share`` of the queries
+        cand_o = have_ood & (n_ood >= 3) & (n_ood >= self.min_share * n_ext)
+        cand_c = (n_ext >= self.min_events) & (n_close >= 3) & (n_close >= self.min_share * n_ext)
+        if cand_o.any():
+            px[cand_o] = stats.binom.sf(n_ood[cand_o] - 1, n_ext[cand_o], art.p_ood)
+        if cand_c.any():
+            p_c = np.ones(n)
+            p_c[cand_c] = stats.binom.sf(n_close[cand_c] - 1, n_ext[cand_c], art.p_close)
+            stat_x = np.where(p_c < px, 1, 0)
+            px = np.minimum(px, p_c)
+        lev_x = np.where(px < self.alpha**2, 3, np.where(px < self.alpha, 2, 0))
+        vol = (cnt + 1 >= art.volume_info) & (lev_x == 0)
+        if vol.any():
+            cls = classes[vol].astype(np.float64)
+            pr = cls / np.maximum(cls.sum(axis=1, keepdims=True), 1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                ent = -(np.where(pr > 0, pr * np.log(np.where(pr > 0, pr, 1)), 0)).sum(1)
+            kcls = np.maximum((cls > 0).sum(axis=1), 2)
+            cover = np.zeros(n, dtype=bool)
+            cover[vol] = ent >= 0.9 * np.log(kcls)
+            lev_x = np.where(cover, 1, lev_x)
+            stat_x = np.where(cover, 2, stat_x)
+        rate_s = rate / art.rate_tau_s
+        lev_f = np.where(rate_s >= 4 * art.rate_max, 3, np.where(rate_s >= art.rate_max, 2, 0))
+        levels = np.stack([lev_e, lev_x, lev_f], axis=1)
+        calms = np.stack([ev == 0, (lev_x == 0) & ~oo & ~close, rate_s < 0.5 * art.rate_max], axis=1)
+        # --- incident state machine; only clients with something open, cooling or firing step event by event
+        cur_g = self._level[gslot]
+        any_lev = np.zeros((n_g, 3), dtype=bool)
+        np.logical_or.at(any_lev, gid, levels > 0)
+        busy = np.flatnonzero((any_lev | (cur_g > 0)).any(axis=1))
+        quiet = np.ones(n_g, dtype=bool)
+        quiet[busy] = False
+        qs = gslot[quiet]
+        self._cool[qs] = np.maximum(self._cool[qs] - m_g[quiet][:, None], 0)
+        self._calm[qs] = 0
+        seq_o = seqs[order]
+        for g in busy.tolist():
+            sl = int(gslot[g])
+            a, b = int(gstarts[g]), int(gstarts[g] + m_g[g])
+            lv = levels[a:b].tolist()
+            cm = calms[a:b].tolist()
+            for kind in range(3):
+                cur = int(self._level[sl, kind])
+                cool = int(self._cool[sl, kind])
+                calm = int(self._calm[sl, kind])
+                for q in range(b - a):
+                    lvq = lv[q][kind]
+                    status: Status | None = None
+                    if lvq > 0 and cur == 0 and cool == 0:
+                        status = "open"
+                        cur = lvq
+                        self._incident[sl, kind] = seq_o[a + q]
+                    elif cur > 0 and lvq > cur:
+                        status = "update"
+                        cur = lvq
+                    calm = calm + 1 if cur > 0 and cm[q][kind] and status is None else 0
+                    cool = max(cool - 1, 0)
+                    if status is None and cur > 0 and calm >= self.resolve_after:
+                        status = "resolved"
+                    if status is not None:
+                        e = a + q
+                        st = {
+                            "search_score": float(ev[e]), "nearest_distance": _finite(d1[e]),
+                            "knn_distance": _finite(knn[e]), "flips": int(n_flip[e]), "tight_knn": int(n_knn[e]),
+                            "line_steps": int(n_line[e]), "events": int(cnt[e] + 1), "ood_events": int(n_ood[e]),
+                            "close_events": int(n_close[e]), "extraction_events": int(n_ext[e]),
+                            "rate_per_s": float(rate_s[e]),
+                        }
+                        nseq = int(e_seq[nb[e]]) if np.isfinite(d1[e]) else -1
+                        self._level[sl, kind] = cur
+                        out.append(self._decision(kind, status, sl, cur if status != "resolved" else 1,
+                                                  int(seq_o[e]), int(tso[e]), str(event_ids[order[e]]), nseq,
+                                                  float(px[e]), int(stat_x[e]), st))
+                        if status == "resolved":
+                            cur, calm, cool = 0, 0, self.cooldown
+                self._level[sl, kind] = cur
+                self._cool[sl, kind] = cool
+                self._calm[sl, kind] = calm
+        return n_seen
+
+    def _decision(self, kind: int, status: Status, s: int, level: int, seq: int, ts: int, event_id: str,
+                  nearest_seq: int, px: float, stat_x: int, st: dict[str, Any]) -> AlertDecision:
+        art = self.artifact
+        client = self._name(str(self._ids[s]))
+        if kind == EVASION:
+            statistic, value, threshold, p = "search_score", st["search_score"], self.evasion_threshold, None
+            msg = (f"client {client} is searching along the decision boundary: {st['flips']} class flips among "
+                   f"near-duplicates, {st['tight_knn']} tight k-NN queries, {st['line_steps']} line steps")
+        elif kind == EXTRACTION:
+            if stat_x == 2:
+                statistic, value, threshold, p = "volume_coverage", float(st["events"]), art.volume_info, None
+                msg = (f"client {client} queried {st['events']} times covering all classes evenly "
+                       "(natural-data extraction?)")
+            else:
+                statistic = "ood_rate" if stat_x == 0 else "close_query_rate"
+                num = st["ood_events"] if stat_x == 0 else st["close_events"]
+                value = num / max(st["extraction_events"], 1)
+                threshold = art.p_ood if stat_x == 0 else art.p_close
+                p = px
+                msg = (f"client {client}: {num} of {st['extraction_events']} queries "
+                       f"{'out of distribution' if stat_x == 0 else 'synthetic-looking (close to an earlier query)'}"
+                       f", reference rate {threshold:.1e} (p={px:.1e})")
+        else:
+            statistic, value, threshold, p = "rate_per_s", st["rate_per_s"], art.rate_max, None
+            msg = f"client {client} sends {value:.1f} queries/s, normal ceiling {threshold:.2f}/s"
+        evidence: dict[str, Any] = {"event_id": event_id, "event_seq": seq, "nearest_event_seq": nearest_seq,
+                                    "incident_seq": int(self._incident[s, kind]), **st}
+        if kind == FLOOD:
+            evidence["heavy_hitters"] = self.heavy_hitters_top(5)
+        return AlertDecision(
+            kind=KINDS[kind], status=status, severity=_SEV[level] if status != "resolved" else "info",
+            columns=(), statistic=statistic, value=float(value), threshold=float(threshold), p_value=p,
+            event_index=seq, pane=seq, incident=int(self._incident[s, kind]), window_start_ts=ts, window_end_ts=ts,
+            window_events=int(st["events"]), window_start_seq=int(self._incident[s, kind]), message=msg,
+            evidence=evidence, client_id=client,
+        )
+
+    # ------------------------------------------------------------------------------------- campaigns
+
+    def _campaigns(self, hits: list[tuple[int, int, int, int]], slots: I64, z: npt.NDArray[np.float32], pred: I64,
+                   n_seen: I64, seqs: I64, ts: I64, event_ids: npt.NDArray[Any]) -> list[AlertDecision]:
+        out: list[AlertDecision] = []
+        if not hits:
+            return out
+        for i, other_slot, other_uid, other_pred in hits:
+            s = int(slots[i])
+            # A flip between near-duplicates from different clients: a boundary being probed. (A popular
+            # borderline input resent by many clients has a low margin but the same class: not a search.)
+            if other_pred == pred[i]:
+                continue
+            o = other_slot if self._uid[other_slot] == other_uid else -1  # -1: evicted since
+            self._camp_hits[s] += 1
+            if o >= 0:
+                self._camp_hits[o] += 1
+            # Members must be mostly boundary hits: a benign client that once sent the input an attack
+            # started from (a flip against the attack's queries) stays out.
+            if self._camp_hits[s] < self.campaign_share * n_seen[i]:
+                continue
+            if o >= 0 and self._campaign[o] < 0 and self._camp_hits[o] < 2:
+                o = -1
+            ca = int(self._campaign[s])
+            cb = int(self._campaign[o]) if o >= 0 else -1
+            ca = ca if ca in self._camps else -1  # forgotten, or merged while over the member cap
+            cb = cb if cb in self._camps else -1
+            if ca < 0 and cb < 0 and self._camps:
+                # a new pair near an ongoing campaign's last query joins it (one search, one campaign)
+                cids = list(self._camps)
+                cz = np.stack([self._camps[c][5] for c in cids])
+                dz = np.sqrt(((cz - z[i]) ** 2).sum(axis=1))
+                j = int(np.argmin(dz))
+                if dz[j] < self.campaign_radius * self.artifact.tau_close:
+                    ca = cids[j]
+            if ca < 0 and cb < 0:
+                if len(self._camps) >= self.max_campaigns:  # forget the oldest campaign
+                    oldest = next(iter(self._camps))
+                    for name in self._camps.pop(oldest)[4]:
+                        sl = self._index.get(name)
+                        if sl is not None and self._campaign[sl] == oldest:
+                            self._campaign[sl] = -1
+                cid = self._next_camp
+                self._next_camp += 1
+                self._camps[cid] = [0, 0, 0, -1, [], z[i].copy()]
+            elif ca >= 0 and cb >= 0 and ca != cb:
+                keep, drop = (ca, cb) if (self._camps[ca][2] > 0, -ca) >= (self._camps[cb][2] > 0, -cb) else (cb, ca)
+                d = self._camps.pop(drop)
+                kc = self._camps[keep]
+                kc[0] += d[0]
+                kc[1] += d[1]
+                kc[4] = list(dict.fromkeys(kc[4] + d[4]))[: self.campaign_members]
+                for name in d[4]:
+                    sl = self._index.get(name)
+                    if sl is not None and self._campaign[sl] == drop:
+                        self._campaign[sl] = keep
+                cid = keep
+            else:
+                cid = ca if ca >= 0 else cb
+            c = self._camps[cid]
+            c[5] = z[i].copy()
+            c[0] += 1
+            c[1] += 1
+            for slot in (s, o):
+                if slot >= 0:
+                    self._campaign[slot] = cid
+                    name = str(self._ids[slot])
+                    if name not in c[4] and len(c[4]) < self.campaign_members:
+                        c[4].append(name)
+            n_mem = len(c[4])
+            first_report = c[2] == 0 and n_mem >= self.campaign_clients and c[1] >= self.campaign_hits
+            if first_report or (c[2] > 0 and n_mem >= 2 * c[2]):
+                status: Status = "open" if c[2] == 0 else "update"
+                if c[2] == 0:
+                    c[3] = int(seqs[i])
+                c[2] = n_mem
+                clients = [self._name(m) for m in c[4]]
+                out.append(AlertDecision(
+                    kind="evasion_probing", status=status, severity="critical" if n_mem >= 10 else "warning",
+                    columns=(), statistic="campaign_clients", value=float(n_mem),
+                    threshold=float(self.campaign_clients), p_value=None, event_index=int(seqs[i]),
+                    pane=int(seqs[i]), incident=int(c[3]), window_start_ts=int(ts[i]), window_end_ts=int(ts[i]),
+                    window_events=int(c[0]), window_start_seq=int(c[3]),
+                    message=(f"campaign c{cid}: one boundary search split over {n_mem} clients "
+                             f"({c[1]} cross-client near-duplicate boundary hits)"),
+                    evidence={"campaign": f"c{cid}", "clients": clients, "n_clients": n_mem,
+                              "boundary_hits": int(c[1]), "event_id": str(event_ids[i]), "event_seq": int(seqs[i])},
+                    client_id=None,
+                ))
+        return out

@@ -1,0 +1,291 @@
+"""AdversarialDetector: evasion search, extraction, floods and campaigns, per client, in bounded memory."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from detector.adversarial import AdversarialArtifact, AdversarialDetector, SpaceSaving
+from detector.decision import AlertDecision
+from detector.errors import SnapshotError
+from detector.schema import EventBatch
+
+F, K = 16, 3
+SALT = b"test-salt"
+
+
+def softmax(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return np.asarray(e / e.sum(axis=1, keepdims=True), dtype=np.float64)
+
+
+class Model:
+    """A fixed linear softmax classifier: the victim of the synthetic attacks."""
+
+    def __init__(self) -> None:
+        self.w = np.random.default_rng(1).normal(size=(F, K)) * 2.0
+
+    def proba(self, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        return softmax(x @ self.w)
+
+
+MODEL = Model()
+
+
+@pytest.fixture(scope="module")
+def artifact() -> AdversarialArtifact:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1200, F))
+    # reference traffic log: 100 clients at one query per ~10 s, for one hour
+    cl, ts = [], []
+    for c in range(100):
+        t = np.cumsum(rng.exponential(10.0, 360))
+        cl += [f"r{c}"] * 360
+        ts.append((t * 1000).astype(np.int64))
+    return AdversarialArtifact.fit(x, MODEL.proba(x), client_id=np.array(cl, dtype=object), ts=np.concatenate(ts))
+
+
+def batch(x: npt.NDArray[np.float64], clients: Any, ts: Any, first_id: int = 0) -> EventBatch:
+    p = MODEL.proba(x)
+    n = len(x)
+    return EventBatch.from_arrays(x, client_id=np.asarray(clients, dtype=object), ts=np.asarray(ts, dtype=np.int64),
+                                  proba=p, prediction_code=p.argmax(1),
+                                  event_id=[f"e{first_id + i}" for i in range(n)])
+
+
+def boundary_walk(rng: np.random.Generator, n_grad: int = 60) -> npt.NDArray[np.float64]:
+    """HopSkipJump-like: a binary search on the line to an adversarial point, then gradient-estimation queries
+    around the boundary point."""
+    x0 = rng.normal(size=F)
+    c0 = MODEL.proba(x0[None])[0].argmax()
+    while True:
+        x1 = rng.normal(size=F) * 2
+        if MODEL.proba(x1[None])[0].argmax() != c0:
+            break
+    qs = [x0, x1]
+    lo, hi = 0.0, 1.0
+    for _ in range(12):
+        mid = (lo + hi) / 2
+        xm = x0 + mid * (x1 - x0)
+        qs.append(xm)
+        if MODEL.proba(xm[None])[0].argmax() == c0:
+            lo = mid
+        else:
+            hi = mid
+    xb = x0 + hi * (x1 - x0)
+    delta = 0.01 * np.linalg.norm(x1 - x0)
+    u = rng.normal(size=(n_grad, F))
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    qs += list(xb + delta * u)
+    return np.array(qs)
+
+
+def retry_client(rng: np.random.Generator, n_inputs: int = 30) -> npt.NDArray[np.float64]:
+    xs = []
+    for _ in range(n_inputs):
+        x = rng.normal(size=F)
+        xs += [x + rng.normal(scale=0.01, size=F) for _ in range(3)]
+    return np.array(xs)
+
+
+def det(artifact: AdversarialArtifact, **kw: Any) -> AdversarialDetector:
+    kw.setdefault("max_clients", 1000)
+    kw.setdefault("index_bits", 12)
+    return AdversarialDetector(artifact, salt=SALT, **kw)
+
+
+def mixed_stream(rng: np.random.Generator) -> EventBatch:
+    """Benign, retry, walking and flooding clients interleaved by time."""
+    parts: list[tuple[Any, Any, Any]] = []
+    for u in range(10):
+        parts.append((rng.normal(size=(20, F)), [f"user{u}"] * 20, rng.uniform(0, 60_000) + np.arange(20) * 9_000.0))
+    r = retry_client(rng, 10)
+    parts.append((r, ["retry"] * len(r), np.arange(len(r)) * 2_000.0))
+    w = boundary_walk(rng, 40)
+    parts.append((w, ["eve"] * len(w), 5_000 + np.arange(len(w)) * 500.0))
+    f = rng.normal(size=(400, F))
+    parts.append((f, ["flood"] * 400, 10_000 + np.arange(400) * 10.0))
+    x = np.concatenate([p[0] for p in parts])
+    c = np.concatenate([np.asarray(p[1], dtype=object) for p in parts])
+    t = np.concatenate([p[2] for p in parts]).astype(np.int64)
+    o = np.argsort(t, kind="stable")
+    return batch(x[o], c[o], t[o])
+
+
+def key(a: AlertDecision) -> tuple[Any, ...]:
+    ev = {k: v for k, v in a.evidence.items() if k != "heavy_hitters"}
+    return (a.kind, a.status, a.severity, a.client_id, a.event_index, a.incident, a.statistic,
+            round(a.value, 6), sorted((k, round(v, 6) if isinstance(v, float) else v) for k, v in ev.items()))
+
+
+def test_artifact_round_trip(artifact: AdversarialArtifact) -> None:
+    arrays, meta = artifact.to_arrays()
+    import re
+
+    assert all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", k) for k in arrays)
+    back = AdversarialArtifact.from_arrays(arrays, meta)
+    assert back.tau_near == artifact.tau_near and np.array_equal(back.projection, artifact.projection)
+    assert 0 < artifact.tau_near < artifact.tau_close and artifact.rate_max > 0
+    with pytest.raises(SnapshotError):
+        AdversarialArtifact.from_arrays(arrays, {**meta, "format": 99})
+
+
+def test_benign_retry_client_does_not_alarm(artifact: AdversarialArtifact) -> None:
+    rng = np.random.default_rng(2)
+    d = det(artifact)
+    x = retry_client(rng, 60)
+    out = d.update(batch(x, ["retry"] * len(x), np.arange(len(x)) * 2_000), seq=0)
+    assert out == []
+
+
+def test_boundary_walk_fires_evasion_probing_naming_the_client(artifact: AdversarialArtifact) -> None:
+    rng = np.random.default_rng(3)
+    d = det(artifact)
+    w = boundary_walk(rng)
+    out = d.update(batch(w, ["eve"] * len(w), np.arange(len(w)) * 500), seq=100)
+    ev = [a for a in out if a.kind == "evasion_probing" and a.status == "open"]
+    assert len(ev) == 1 and ev[0].client_id == "eve"
+    assert ev[0].event_index - 100 < 20  # within the first 20 queries of the search
+    assert ev[0].columns == () and ev[0].evidence["event_id"] == f"e{ev[0].event_index - 100}"
+    assert all(not isinstance(v, np.ndarray) for v in ev[0].evidence.values())  # statistics, no raw vectors
+
+
+def test_flood_fires_query_flood(artifact: AdversarialArtifact) -> None:
+    rng = np.random.default_rng(4)
+    d = det(artifact)
+    x = rng.normal(size=(2000, F))
+    out = d.update(batch(x, ["flooder"] * 2000, np.arange(2000) * 10), seq=0)  # 100 queries/s
+    fl = [a for a in out if a.kind == "query_flood" and a.status == "open"]
+    assert len(fl) == 1 and fl[0].client_id == "flooder"
+    assert fl[0].evidence["heavy_hitters"][0][0] == "flooder"
+    assert d.heavy_hitters_top(1)[0] == ("flooder", 2000, 0)
+
+
+def test_evicted_client_coming_back_restarts(artifact: AdversarialArtifact) -> None:
+    rng = np.random.default_rng(5)
+    d = det(artifact, max_clients=4, evict_chunk=1)
+    for i, c in enumerate(["a", "b", "c", "d", "e", "f"]):
+        d.update(batch(rng.normal(size=(5, F)), [c] * 5, np.full(5, i * 1000)), seq=i * 5)
+    assert d.n_clients == 4
+    snap = d.snapshot()
+    assert "a" not in set(snap["client.id"].tolist())
+    d.update(batch(rng.normal(size=(3, F)), ["a"] * 3, np.full(3, 10_000)), seq=100)
+    snap = d.snapshot()
+    ids = snap["client.id"].tolist()
+    assert d.n_clients == 4 and "a" in ids
+    assert snap["client.count"][ids.index("a")] == 3  # state restarted
+    with pytest.raises(ValueError):  # one batch larger than the table
+        det(artifact, max_clients=2).update(batch(rng.normal(size=(3, F)), ["x", "y", "z"], [0, 0, 0]), seq=0)
+
+
+def test_batch_equals_row_by_row(artifact: AdversarialArtifact) -> None:
+    b = mixed_stream(np.random.default_rng(6))
+    whole = det(artifact).update(b, seq=0)
+    one = det(artifact)
+    rows: list[AlertDecision] = []
+    for i in range(len(b)):
+        rows += one.update(b.take(slice(i, i + 1)), seq=i)
+    assert {a.kind for a in whole} >= {"evasion_probing", "query_flood"}
+    assert [key(a) for a in whole] == [key(a) for a in rows]
+    chunks = det(artifact)
+    mid: list[AlertDecision] = []
+    for s in range(0, len(b), 37):
+        mid += chunks.update(b.take(slice(s, s + 37)), seq=s)
+    assert [key(a) for a in whole] == [key(a) for a in mid]
+
+
+def test_snapshot_restore_continues(artifact: AdversarialArtifact) -> None:
+    b = mixed_stream(np.random.default_rng(7))
+    n_alerts = 0
+    for h in (len(b) // 8, len(b) // 4, len(b) // 2):
+        ref = det(artifact)
+        ref.update(b.take(slice(0, h)), seq=0)
+        expected = ref.update(b.take(slice(h, len(b))), seq=h)
+        first = det(artifact)
+        first.update(b.take(slice(0, h)), seq=0)
+        state = first.snapshot()
+        assert all(isinstance(v, np.ndarray) and v.dtype != object for v in state.values())
+        second = det(artifact)
+        second.restore(state)
+        got = second.update(b.take(slice(h, len(b))), seq=h)
+        assert [key(a) for a in got] == [key(a) for a in expected]
+        n_alerts += len(expected)
+    assert n_alerts > 0
+    with pytest.raises(SnapshotError):
+        det(artifact, history=12).restore(state)
+
+
+def test_memory_is_bounded_per_client(artifact: AdversarialArtifact) -> None:
+    d = det(artifact, max_clients=5000)
+    assert d.bytes_per_client() <= 1100
+    rng = np.random.default_rng(8)
+    for s in range(0, 12_000, 3000):  # more clients than the cap
+        ids = [f"c{i}" for i in range(s, s + 3000)]
+        d.update(batch(rng.normal(size=(3000, F)), ids, np.full(3000, s)), seq=s)
+    assert d.n_clients <= 5000
+    index = sum(getattr(d, n).nbytes for n in ("_ix_key", "_ix_uid", "_ix_seq", "_ix_pred", "_ix_slot"))
+    assert (d.memory_bytes() - index) / 5000 <= 1400
+
+
+def test_pseudonymized_ids_are_stable_and_not_raw(artifact: AdversarialArtifact) -> None:
+    rng = np.random.default_rng(9)
+    w = boundary_walk(rng)
+    names = []
+    for _ in range(2):
+        d = det(artifact, pseudonymize_key=b"k1")
+        out = d.update(batch(w, ["eve"] * len(w), np.arange(len(w)) * 500), seq=0)
+        names.append({a.client_id for a in out})
+    expected = "p-" + hmac.new(b"k1", b"eve", hashlib.sha256).hexdigest()[:16]
+    assert names[0] == names[1] == {expected}
+    d = det(artifact, pseudonymize_key=b"k2")
+    other = {a.client_id for a in d.update(batch(w, ["eve"] * len(w), np.arange(len(w)) * 500), seq=0)}
+    assert other and other != names[0] and "eve" not in other
+    assert all("eve" not in a.message for a in d.update(batch(w, ["eve"] * len(w), np.arange(len(w)) * 500),
+                                                         seq=len(w)))
+
+
+def test_split_search_over_20_clients_is_one_campaign(artifact: AdversarialArtifact) -> None:
+    rng = np.random.default_rng(10)
+    w = boundary_walk(rng, n_grad=200)
+    clients = [f"sybil{i % 20}" for i in range(len(w))]
+    rng2 = np.random.default_rng(11)
+    benign = rng2.normal(size=(200, F))
+    x = np.concatenate([w, benign])
+    c = clients + [f"user{i % 40}" for i in range(200)]
+    t = np.r_[np.arange(len(w)) * 500, rng2.uniform(0, len(w) * 500, 200)].astype(np.int64)
+    o = np.argsort(t, kind="stable")
+    d = det(artifact)
+    out = d.update(batch(x[o], np.asarray(c, dtype=object)[o], t[o]), seq=0)
+    camp = [a for a in out if a.client_id is None]
+    assert camp and {a.evidence["campaign"] for a in camp} == {camp[0].evidence["campaign"]}
+    assert camp[0].status == "open" and {a.incident for a in camp} == {camp[0].incident}
+    sybils = {f"sybil{i}" for i in range(20)}
+    listed = set(camp[-1].evidence["clients"])
+    assert listed <= sybils and len(listed) >= 10  # updates are sent as the campaign doubles
+    state = d.snapshot()
+    assert state["campaign.id"].tolist() == [int(camp[0].evidence["campaign"][1:])]
+    assert set(state["campaign.members"].tolist()) == sybils
+
+
+def test_constructor_validates(artifact: AdversarialArtifact) -> None:
+    with pytest.raises(ValueError):
+        AdversarialDetector(artifact, salt=b"")
+    with pytest.raises(ValueError):
+        AdversarialDetector(artifact, salt=SALT, max_clients=0)
+    with pytest.raises(ValueError):
+        AdversarialDetector(artifact, salt=SALT, alpha=2.0)
+
+
+def test_space_saving_keeps_heavy_keys() -> None:
+    s = SpaceSaving(3)
+    rng = np.random.default_rng(0)
+    keys = np.array(["h"] * 300 + [f"k{i}" for i in rng.integers(0, 50, 700)], dtype=object)
+    for part in np.array_split(rng.permutation(keys), 7):
+        s.add(part)
+    top = s.top(1)[0]
+    assert top[0] == "h" and top[1] - top[2] <= 300 <= top[1]
