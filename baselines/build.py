@@ -9,8 +9,12 @@ from typing import Any
 
 import numpy as np
 
+from baselines.adversarial_fit import fit_adversarial_from_batch
+from baselines.anomaly_fit import fit_anomaly_model
 from baselines.errors import BaselineError
 from baselines.store import BaselineInfo, BaselineStore
+from detector.adversarial import AdversarialArtifact
+from detector.anomaly import AnomalyModel
 from detector.errors import SnapshotError
 from detector.performance import PerformanceReference, fit_performance
 from detector.reference import Reference, fit_reference
@@ -100,12 +104,15 @@ def infer_schema(events: Iterable[Mapping[str, Any]], model_id: str) -> Schema:
 class LoadedBaseline:
     """A verified baseline from the store, ready for the detectors.
 
-    ``performance`` is present when the reference events were labelled.
+    ``performance`` is present when the reference events were labelled, ``anomaly`` when the
+    model has numeric features, ``adversarial`` when the reference events carry class probabilities.
     """
 
     reference: Reference
     info: BaselineInfo
     performance: PerformanceReference | None = None
+    anomaly: AnomalyModel | None = None
+    adversarial: AdversarialArtifact | None = None
 
     @property
     def version(self) -> str:
@@ -140,11 +147,14 @@ def build_baseline(
     actor: str = "inferwatch",
     promote: bool | None = None,
     seed: int = 0,
+    anomaly_learned: str = "loda",
+    anomaly_fpr: float = 1e-3,
 ) -> BaselineInfo:
     """Fit every reference artifact of ``batch`` and save them together as a new baseline version.
 
     Always the drift reference; the performance reference (metrics and the confidence calibration
-    of the estimate) when at least a few reference events carry labels.
+    of the estimate) when at least a few reference events carry labels; the anomaly scorers when
+    the model has numeric features; the adversarial calibration when events carry probabilities.
     """
     reference = fit_reference(batch, schema, n_bins=n_bins)
     arrays, meta = reference.to_arrays()
@@ -154,6 +164,21 @@ def build_baseline(
         arrays.update(_with_prefix("performance", perf_arrays))
         meta["performance_reference"] = perf_meta
         meta["components"].append("performance")
+    if schema.numeric and len(batch) >= 200:
+        model = fit_anomaly_model(
+            batch.numeric, batch.categorical, numeric_names=schema.numeric, categorical_names=schema.categorical,
+            categorical_sizes=[len(c) for c in schema.categories], learned=anomaly_learned,  # type: ignore[arg-type]
+            fpr=anomaly_fpr, seed=seed,
+        )  # fmt: skip
+        anomaly_arrays, anomaly_meta = model.to_arrays()
+        arrays.update(_with_prefix("anomaly", anomaly_arrays))
+        meta["anomaly"] = anomaly_meta
+        meta["components"].append("anomaly")
+    if schema.numeric and batch.proba.shape[1] >= 2 and np.isfinite(batch.proba).all(axis=1).sum() >= 200:
+        adv_arrays, adv_meta = fit_adversarial_from_batch(batch, seed=seed).to_arrays()
+        arrays.update(_with_prefix("adversarial", adv_arrays))
+        meta["adversarial"] = adv_meta
+        meta["components"].append("adversarial")
     return store.save(schema.model_id, arrays, meta, actor=actor, promote=promote)
 
 
@@ -168,6 +193,18 @@ def load_baseline(store: BaselineStore, model_id: str, version: str | None = Non
             if "performance_reference" in meta
             else None
         )
+        anomaly = (
+            AnomalyModel.from_arrays(_under_prefix("anomaly", stored.arrays), meta["anomaly"])
+            if "anomaly" in meta
+            else None
+        )
+        adversarial = (
+            AdversarialArtifact.from_arrays(_under_prefix("adversarial", stored.arrays), meta["adversarial"])
+            if "adversarial" in meta
+            else None
+        )
     except (SnapshotError, KeyError, ValueError) as e:
         raise BaselineError(f"baseline {model_id}/{stored.info.version} cannot be read: {e}") from None
-    return LoadedBaseline(reference=reference, info=stored.info, performance=performance)
+    return LoadedBaseline(
+        reference=reference, info=stored.info, performance=performance, anomaly=anomaly, adversarial=adversarial
+    )

@@ -9,6 +9,8 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from detector.adversarial import AdversarialDetector
+from detector.anomaly import AnomalyDetector
 from detector.decision import AlertDecision, DriftPolicy
 from detector.drift import DriftMonitor, DriftReport
 from detector.errors import SnapshotError
@@ -69,9 +71,11 @@ class ModelMonitor:
         Sliding window of the drift statistics (see :class:`~detector.drift.DriftMonitor`).
     false_alarm_rate, psi_warning, psi_critical, psi_resolve
         Drift decision thresholds (see :class:`~detector.decision.DriftPolicy`).
-    validator, performance, labels
+    validator, performance, labels, anomaly, adversarial
         Optional detectors sharing the stream: input validation, performance against the reference
-        (estimated from confidences, actual from inline labels), and the join of late labels.
+        (estimated from confidences, actual from inline labels), the join of late labels, per-event
+        anomaly scores, and per-client adversarial detection (given the anomaly flags as its
+        out-of-distribution signal).
 
     Examples
     --------
@@ -104,6 +108,8 @@ class ModelMonitor:
         validator: InputValidator | None = None,
         performance: PerformanceMonitor | None = None,
         labels: LabelJoin | None = None,
+        anomaly: AnomalyDetector | None = None,
+        adversarial: AdversarialDetector | None = None,
     ) -> None:
         self.reference = reference
         self.drift = DriftMonitor(reference, window=window, size=size, step=step, min_events=min_events)
@@ -119,6 +125,8 @@ class ModelMonitor:
         self.validator = validator
         self.performance = performance
         self.labels = labels if performance is not None else None
+        self.anomaly = anomaly
+        self.adversarial = adversarial
         self._seq = 0
 
     @property
@@ -137,6 +145,14 @@ class ModelMonitor:
         decisions = self.policy.decide(report)
         if self.validator is not None:
             decisions += self.validator.update(batch, seq=seq, extra=violations)
+        extras: dict[str, Any] = {}
+        ood = None
+        if self.anomaly is not None:
+            decisions += self.anomaly.update(batch, seq=seq)
+            extras["scores"] = self.anomaly.last_scores
+            ood = None if self.anomaly.last_scores is None else self.anomaly.last_scores.flag
+        if self.adversarial is not None:
+            decisions += self.adversarial.update(batch, seq=seq, ood=ood)
         alerts = _on_batch(batch, decisions)
         if self.performance is not None:
             alerts += _on_batch(batch, self.performance.update(batch, seq=seq))
@@ -148,7 +164,7 @@ class ModelMonitor:
                     alerts += _on_joined(joined, self.performance.update_joined(joined, seq=seq))
         alerts.sort(key=lambda a: (a.row is None, a.row or 0))
         self._seq += len(batch)
-        return MonitorResult(alerts=alerts, drift=report)
+        return MonitorResult(alerts=alerts, drift=report, extras=extras)
 
     def update_labels(
         self,
@@ -167,7 +183,7 @@ class ModelMonitor:
 
     def _components(self) -> dict[str, Any]:
         parts: dict[str, Any] = {"drift": self.drift, "policy": self.policy}
-        for name in ("validator", "performance", "labels"):
+        for name in ("validator", "performance", "labels", "anomaly", "adversarial"):
             if getattr(self, name) is not None:
                 parts[name] = getattr(self, name)
         return parts

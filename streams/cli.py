@@ -91,6 +91,8 @@ def cmd_baseline_build(args: argparse.Namespace) -> int:
         source={"file": os.path.basename(args.input), "sha256": sha.hexdigest(), "events": len(batch)},
         actor=args.actor,
         promote=False if args.no_promote else None,
+        anomaly_learned=s.anomaly.learned,
+        anomaly_fpr=s.anomaly.fpr,
     )
     log.info(
         "baseline %s/%s from %d events (%d numeric, %d categorical features)%s",

@@ -106,6 +106,30 @@ class PerformanceSettings(_Frozen):
     tolerance: float = Field(0.02, ge=0, description="accuracy drop tolerated before alerting")
 
 
+class AnomalySettings(_Frozen):
+    """Per-event anomaly scores (fitted into the baseline) and the anomaly_rate alert."""
+
+    enabled: bool = True
+    learned: Literal["loda", "iforest", "none"] = Field("loda", description="learned detector fitted at build")
+    fpr: float = Field(1e-3, gt=0, lt=0.5, description="calibrated flag rate on reference data (build time)")
+    size: int = Field(2000, ge=1)
+    step: int = Field(200, ge=1)
+    min_events: int = Field(100, ge=1)
+    false_alarm_rate: float = Field(1e-3, gt=0, lt=1)
+    min_ratio: float = Field(3.0, gt=1, description="flag rate over the calibrated rate needed to alert")
+
+
+class AdversarialSettings(_Frozen):
+    """Per-client detection of model extraction, evasion search and floods."""
+
+    enabled: bool = True
+    max_clients: int = Field(1_000_000, ge=1, description="clients tracked at once (about 1 KB each)")
+    salt: SecretStr = Field(
+        SecretStr("inferwatch-default-salt"), description="salt of the near-duplicate index: set your own"
+    )
+    pseudonymize_key: SecretStr | None = Field(None, description="HMAC key: client ids in alerts are pseudonyms")
+
+
 class BaselineSettings(_Frozen):
     """Where baselines are stored and how they are verified."""
 
@@ -150,6 +174,8 @@ class Settings(_Frozen):
     drift: DriftSettings = Field(default_factory=lambda: DriftSettings())
     validation: ValidationSettings = Field(default_factory=lambda: ValidationSettings())
     performance: PerformanceSettings = Field(default_factory=lambda: PerformanceSettings())
+    anomaly: AnomalySettings = Field(default_factory=lambda: AnomalySettings())
+    adversarial: AdversarialSettings = Field(default_factory=lambda: AdversarialSettings())
     baselines: BaselineSettings = Field(default_factory=lambda: BaselineSettings())
     metrics: MetricsSettings = Field(default_factory=lambda: MetricsSettings())
     checkpoint: CheckpointSettings = Field(default_factory=lambda: CheckpointSettings())
@@ -158,7 +184,7 @@ class Settings(_Frozen):
 
     def detection_digest(self) -> str:
         """Digest of the settings that change what is detected; part of every alert id."""
-        sections = ("drift", "validation", "performance")
+        sections = ("drift", "validation", "performance", "anomaly")
         payload = json.dumps({k: getattr(self, k).model_dump(mode="json") for k in sections}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

@@ -17,6 +17,8 @@ import numpy as np
 import numpy.typing as npt
 
 from baselines.build import LoadedBaseline
+from detector.adversarial import AdversarialDetector
+from detector.anomaly import AnomalyDetector
 from detector.labels import LabelJoin
 from detector.monitor import FiredAlert, ModelMonitor
 from detector.performance import PerformanceMonitor
@@ -96,7 +98,25 @@ def build_monitor(baseline: LoadedBaseline, settings: Settings) -> ModelMonitor:
         )  # fmt: skip
         if p.feedback_topic:
             labels = LabelJoin(p.join_capacity, p.join_horizon_ms, n_classes=len(ref.schema.classes))
-    return ModelMonitor(ref, **settings.drift.model_dump(), validator=validator, performance=performance, labels=labels)
+    a = settings.anomaly
+    anomaly = None
+    if a.enabled and baseline.anomaly is not None:
+        anomaly = AnomalyDetector(
+            baseline.anomaly, size=a.size, step=a.step, min_events=a.min_events,
+            false_alarm_rate=a.false_alarm_rate, min_ratio=a.min_ratio,
+        )  # fmt: skip
+    d = settings.adversarial
+    adversarial = None
+    if d.enabled and baseline.adversarial is not None:
+        key = d.pseudonymize_key.get_secret_value().encode() if d.pseudonymize_key else None
+        adversarial = AdversarialDetector(
+            baseline.adversarial, max_clients=d.max_clients, salt=d.salt.get_secret_value().encode(),
+            pseudonymize_key=key,
+        )  # fmt: skip
+    return ModelMonitor(
+        ref, **settings.drift.model_dump(), validator=validator, performance=performance, labels=labels,
+        anomaly=anomaly, adversarial=adversarial,
+    )  # fmt: skip
 
 
 class _PositionRing:
