@@ -37,7 +37,9 @@ def run_demo(bootstrap: str, *, workdir: Path, events: int = 40_000, rate: float
     run_id = uuid.uuid4().hex[:8]
     workdir.mkdir(parents=True, exist_ok=True)
     shift_at = events // 2
-    model = SyntheticStream(shift_feature=5, shift_at=shift_at, shift_by=0.5)
+    # Event times end now: the broker's retention would delete days-old synthetic events mid-demo.
+    start_ts = int(time.time() * 1000) - events * 10
+    model = SyntheticStream(shift_feature=5, shift_at=shift_at, shift_by=0.5, start_ts=start_ts)
     _say(f"inferwatch demo {run_id}: model {model.model_id!r}, {model.n_numeric} numeric features + 'region'")
 
     # 1. A baseline from reference traffic (the model's validation data, say).
