@@ -225,6 +225,23 @@ class ValidationReport:
         return out
 
 
+def _compact(cells: npt.NDArray[np.int64], sink: int) -> npt.NDArray[np.int64]:
+    """The same per-event cells with the sink entries dropped, padded to the widest row.
+
+    Violations are rare, so the window counts one or two cells per event instead of one per
+    feature: the counts it keeps are identical.
+    """
+    hit = cells != sink
+    per_row = hit.sum(axis=1)
+    width = max(int(per_row.max(initial=0)), 1)
+    if width >= cells.shape[1]:
+        return cells
+    out = np.full((len(cells), width), sink, dtype=np.int64)
+    r, c = np.nonzero(hit)
+    out[r, np.arange(len(r)) - np.repeat(np.cumsum(per_row) - per_row, per_row)] = cells[r, c]
+    return out
+
+
 class InputValidator:
     """Per-event input validation against a baseline, with windowed ``input_violation`` alerts.
 
@@ -454,7 +471,8 @@ class InputValidator:
         if n:
             hits = np.bincount(cells.ravel(), minlength=self._sink + 1)[: self._sink]
             self._totals += hits.reshape(self._n_rows, n_r)
-        closes = self._window.update(cells, batch.ts)
+        closes = self._window.update(_compact(cells, self._sink), batch.ts)
+        self._window.clear_cell(self._sink)
         return self._decide(closes)
 
     def _decide(self, closes: WindowCloses) -> list[AlertDecision]:

@@ -175,6 +175,12 @@ class PaneWindow:
             self._open_seq,
         ) = s[:8]
 
+    def clear_cell(self, cell: int) -> None:
+        """Forget the counts of one cell (a padding cell whose counts depend on how events were batched)."""
+        self._ring[:, cell] = 0
+        self._window[cell] = 0
+        self._open[cell] = 0
+
     # -- update ---------------------------------------------------------------------------------
     def update(self, cells: npt.NDArray[np.integer[Any]], ts: npt.NDArray[np.int64]) -> WindowCloses:
         """Count the cells of a batch of events and evaluate the window at every pane that closes.
