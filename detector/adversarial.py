@@ -42,7 +42,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -715,7 +715,9 @@ class AdversarialDetector:
         n_seen = self._process(slots, z, pred, margin, is_ood, have_ood, ts, seq + rows, batch.event_id[rows], out)
         out.extend(self._campaigns(hits, slots, z, pred, n_seen, seq + rows, ts, batch.event_id[rows]))
         out.sort(key=lambda a: (a.event_index, KINDS.index(a.kind), a.client_id or ""))
-        return out
+        # Decided on stream positions; like every detector, report the row within this batch
+        # (``pane`` keeps the stream position).
+        return [replace(a, event_index=a.event_index - seq) for a in out]
 
     def _index_pass(self, z: npt.NDArray[np.float32], slots: I64, pred: I64, seqs: I64
                     ) -> list[tuple[int, int, int, int]]:

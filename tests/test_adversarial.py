@@ -119,7 +119,7 @@ def mixed_stream(rng: np.random.Generator) -> EventBatch:
 
 def key(a: AlertDecision) -> tuple[Any, ...]:
     ev = {k: v for k, v in a.evidence.items() if k != "heavy_hitters"}
-    return (a.kind, a.status, a.severity, a.client_id, a.event_index, a.incident, a.statistic,
+    return (a.kind, a.status, a.severity, a.client_id, a.pane, a.incident, a.statistic,
             round(a.value, 6), sorted((k, round(v, 6) if isinstance(v, float) else v) for k, v in ev.items()))
 
 
@@ -150,8 +150,9 @@ def test_boundary_walk_fires_evasion_probing_naming_the_client(artifact: Adversa
     out = d.update(batch(w, ["eve"] * len(w), np.arange(len(w)) * 500), seq=100)
     ev = [a for a in out if a.kind == "evasion_probing" and a.status == "open"]
     assert len(ev) == 1 and ev[0].client_id == "eve"
-    assert ev[0].event_index - 100 < 20  # within the first 20 queries of the search
-    assert ev[0].columns == () and ev[0].evidence["event_id"] == f"e{ev[0].event_index - 100}"
+    assert ev[0].event_index < 20  # within the first 20 queries of the search
+    assert ev[0].pane == 100 + ev[0].event_index  # row within the batch; pane is the stream position
+    assert ev[0].columns == () and ev[0].evidence["event_id"] == f"e{ev[0].event_index}"
     assert all(not isinstance(v, np.ndarray) for v in ev[0].evidence.values())  # statistics, no raw vectors
 
 
