@@ -26,6 +26,12 @@ CONFIDENCE_COLUMN = "__confidence__"
 
 FORMAT = 1
 
+# The array fields of a Reference, as stored in a baseline.
+_ARRAYS = (
+    "edges", "num_counts", "num_missing", "num_mean", "num_std", "num_min", "num_max",
+    "cat_sizes", "cat_counts", "cat_missing",
+)  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Reference:
@@ -102,21 +108,7 @@ class Reference:
 
     def to_arrays(self) -> tuple[dict[str, npt.NDArray[Any]], dict[str, Any]]:
         """Arrays and JSON-serializable metadata from which :meth:`from_arrays` rebuilds this reference."""
-        arrays: dict[str, npt.NDArray[Any]] = {
-            name: getattr(self, name)
-            for name in (
-                "edges",
-                "num_counts",
-                "num_missing",
-                "num_mean",
-                "num_std",
-                "num_min",
-                "num_max",
-                "cat_sizes",
-                "cat_counts",
-                "cat_missing",
-            )
-        }
+        arrays: dict[str, npt.NDArray[Any]] = {name: getattr(self, name) for name in _ARRAYS}
         s = self.schema
         meta = {
             "format": FORMAT,
@@ -160,21 +152,7 @@ class Reference:
                 cat_names=tuple(meta["cat_names"]),
                 cat_roles=tuple(meta["cat_roles"]),
                 performance={k: float(v) for k, v in meta.get("performance", {}).items()},
-                **{
-                    k: np.asarray(arrays[k])
-                    for k in (
-                        "edges",
-                        "num_counts",
-                        "num_missing",
-                        "num_mean",
-                        "num_std",
-                        "num_min",
-                        "num_max",
-                        "cat_sizes",
-                        "cat_counts",
-                        "cat_missing",
-                    )
-                },
+                **{k: np.asarray(arrays[k]) for k in _ARRAYS},
             )
         except KeyError as e:
             raise SnapshotError(f"reference is missing {e.args[0]!r}") from None
