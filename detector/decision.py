@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -64,6 +64,115 @@ class AlertDecision:
     message: str
     evidence: Mapping[str, Any] = field(default_factory=dict)
     client_id: str | None = None
+
+
+class IncidentTracker:
+    """Per-test incident state: open, escalate (``update``), resolve, cool down.
+
+    The state machine shared by the decision layers (drift, validation, performance): per
+    evaluation, the caller says which tests *fire*, which are *calm* and which are *critical*::
+
+        closed --fire--> open --fires critical--> update (escalation only)
+        open --calm for ``resolve_after`` evaluations--> resolved --``cooldown`` evaluations--> closed
+
+    Parameters
+    ----------
+    n
+        Number of tests tracked.
+    resolve_after
+        Consecutive calm evaluations before an open incident is ``resolved``.
+    cooldown
+        Evaluations after ``resolved`` during which the test cannot open again.
+
+    Examples
+    --------
+    >>> t = IncidentTracker(2, resolve_after=2, cooldown=0)
+    >>> f, no = np.array([True, False]), np.array([False, False])
+    >>> t.step(f, ~f, no, pane=5)
+    [(0, 'open', 'warning')]
+    >>> t.step(f, ~f, f, pane=6), t.step(no, ~no, no, pane=7), t.step(no, ~no, no, pane=8)
+    ([(0, 'update', 'critical')], [], [(0, 'resolved', 'info')])
+    >>> int(t.incident[0])
+    5
+    """
+
+    _KEYS: Final = ("severity", "incident", "calm", "cooldown")
+
+    def __init__(self, n: int, *, resolve_after: int, cooldown: int) -> None:
+        if n < 0 or resolve_after < 1 or cooldown < 0:
+            raise ValueError("need n >= 0, resolve_after >= 1 and cooldown >= 0")
+        self.n = n
+        self.resolve_after = resolve_after
+        self.cooldown = cooldown
+        self._reset()
+
+    def _reset(self) -> None:
+        self._severity = np.zeros(self.n, dtype=np.int8)  # 0 closed, else index into _SEVERITIES
+        self._incident = np.full(self.n, -1, dtype=np.int64)
+        self._calm = np.zeros(self.n, dtype=np.int64)
+        self._cooldown = np.zeros(self.n, dtype=np.int64)
+
+    @property
+    def incident(self) -> npt.NDArray[np.int64]:
+        """Pane at which each test's current (or last) incident opened."""
+        return self._incident
+
+    @property
+    def active(self) -> npt.NDArray[np.bool_]:
+        """Which tests have an open incident."""
+        out: npt.NDArray[np.bool_] = self._severity > 0
+        return out
+
+    def severity(self, j: int) -> Severity:
+        """Current severity of test ``j`` (``"info"`` when closed)."""
+        return _SEVERITIES[int(self._severity[j])]
+
+    def snapshot(self) -> dict[str, npt.NDArray[Any]]:
+        """State as arrays."""
+        return {k: getattr(self, "_" + k).copy() for k in self._KEYS}
+
+    def restore(self, state: Mapping[str, npt.NDArray[Any]]) -> None:
+        """Continue from a :meth:`snapshot`."""
+        for k in self._KEYS:
+            if k not in state or np.shape(state[k]) != (self.n,):
+                raise SnapshotError(f"incident snapshot has no {k!r} for {self.n} tests")
+        for k in self._KEYS:
+            cur = getattr(self, "_" + k)
+            setattr(self, "_" + k, np.array(state[k], dtype=cur.dtype))
+
+    def step(
+        self,
+        fire: npt.NDArray[np.bool_],
+        calm: npt.NDArray[np.bool_],
+        critical: npt.NDArray[np.bool_],
+        *,
+        pane: int,
+    ) -> list[tuple[int, Status, Severity]]:
+        """Advance by one evaluation; return the ``(test, status, severity)`` transitions."""
+        out: list[tuple[int, Status, Severity]] = []
+        if not fire.any() and not self._severity.any():
+            np.maximum(self._cooldown - 1, 0, out=self._cooldown)
+            return out
+        sev = np.where(critical, 2, 1).astype(np.int8)
+        is_open = self._severity > 0
+        opening = fire & ~is_open & (self._cooldown == 0)
+        for j in np.flatnonzero(opening):
+            self._incident[j] = pane
+            self._severity[j] = sev[j]
+            self._calm[j] = 0
+            out.append((int(j), "open", _SEVERITIES[int(sev[j])]))
+        still = is_open & ~opening
+        for j in np.flatnonzero(still & fire & (sev > self._severity)):
+            self._severity[j] = sev[j]
+            out.append((int(j), "update", _SEVERITIES[int(sev[j])]))
+        self._calm[still] = np.where(calm[still], self._calm[still] + 1, 0)
+        for j in np.flatnonzero(still & (self._calm >= self.resolve_after)):
+            out.append((int(j), "resolved", "info"))
+            self._severity[j] = 0
+            self._calm[j] = 0
+            self._cooldown[j] = self.cooldown + 1
+        np.maximum(self._cooldown - 1, 0, out=self._cooldown)
+        return out
 
 
 class DriftPolicy:
@@ -136,23 +245,19 @@ class DriftPolicy:
 
     def _reset(self) -> None:
         n = len(self.names)
-        self._severity = np.zeros(n, dtype=np.int8)  # 0 closed, else index into _SEVERITIES
-        self._incident = np.full(n, -1, dtype=np.int64)
-        self._calm = np.zeros(n, dtype=np.int64)
-        self._cooldown = np.zeros(n, dtype=np.int64)
+        self._tracker = IncidentTracker(n, resolve_after=self.resolve_after, cooldown=self.cooldown)
         self._peak = np.zeros(n, dtype=np.float64)
 
     def snapshot(self) -> dict[str, npt.NDArray[Any]]:
         """State as arrays."""
-        return {k: getattr(self, "_" + k).copy() for k in ("severity", "incident", "calm", "cooldown", "peak")}
+        return {**self._tracker.snapshot(), "peak": self._peak.copy()}
 
     def restore(self, state: Mapping[str, npt.NDArray[Any]]) -> None:
         """Continue from a :meth:`snapshot`."""
-        for k in ("severity", "incident", "calm", "cooldown", "peak"):
-            if k not in state or np.shape(state[k]) != (len(self.names),):
-                raise SnapshotError(f"policy snapshot has no {k!r} for {len(self.names)} columns")
-            cur = getattr(self, "_" + k)
-            setattr(self, "_" + k, np.array(state[k], dtype=cur.dtype))
+        if "peak" not in state or np.shape(state["peak"]) != (len(self.names),):
+            raise SnapshotError(f"policy snapshot has no 'peak' for {len(self.names)} columns")
+        self._tracker.restore(state)
+        self._peak = np.array(state["peak"], dtype=np.float64)
 
     def decide(self, report: DriftReport) -> list[AlertDecision]:
         """Alert records for every evaluation of ``report``, in stream order."""
@@ -162,43 +267,23 @@ class DriftPolicy:
         p = np.nan_to_num(report.p_value, nan=1.0)
         fire = (p < self.alpha) & (psi >= self.psi_warning)
         calm = (psi < self.psi_resolve) & ~fire
-        severity = np.where(psi >= self.psi_critical, 2, 1).astype(np.int8)
-        # Nothing open and nothing firing: only cooldowns tick.
-        if not fire.any() and not self._severity.any():
-            np.maximum(self._cooldown - len(report), 0, out=self._cooldown)
-            return []
+        critical = psi >= self.psi_critical
         out: list[AlertDecision] = []
         for e in range(len(report)):
-            is_open = self._severity > 0
-            opening = fire[e] & ~is_open & (self._cooldown == 0)
-            for j in np.flatnonzero(opening):
-                self._incident[j] = report.pane[e]
-                self._severity[j] = severity[e, j]
-                self._peak[j] = psi[e, j]
-                self._calm[j] = 0
-                out.append(self._decision(report, e, int(j), "open"))
-            still = is_open & ~opening
-            self._peak[still] = np.maximum(self._peak[still], psi[e, still])
-            escalating = still & fire[e] & (severity[e] > self._severity)
-            for j in np.flatnonzero(escalating):
-                self._severity[j] = severity[e, j]
-                out.append(self._decision(report, e, int(j), "update"))
-            self._calm[still] = np.where(calm[e, still], self._calm[still] + 1, 0)
-            for j in np.flatnonzero(still & (self._calm >= self.resolve_after)):
-                out.append(self._decision(report, e, int(j), "resolved"))
-                self._severity[j] = 0
-                self._calm[j] = 0
-                self._cooldown[j] = self.cooldown + 1
-            np.maximum(self._cooldown - 1, 0, out=self._cooldown)
+            active = self._tracker.active
+            self._peak[active] = np.maximum(self._peak[active], psi[e, active])
+            for j, status, severity in self._tracker.step(fire[e], calm[e], critical[e], pane=int(report.pane[e])):
+                if status == "open":
+                    self._peak[j] = psi[e, j]
+                out.append(self._decision(report, e, j, status, severity))
         return out
 
-    def _decision(self, r: DriftReport, e: int, j: int, status: Status) -> AlertDecision:
+    def _decision(self, r: DriftReport, e: int, j: int, status: Status, sev: Severity) -> AlertDecision:
         name, role = self.names[j], self.roles[j]
         kind = KIND_OF_ROLE[role]
         value = float(np.nan_to_num(r.psi[e, j]))
         pv = float(r.p_value[e, j])
         test = "ks" if r.is_numeric[j] else "chi2"
-        sev: Severity = _SEVERITIES[int(self._severity[j])] if status != "resolved" else "info"
         what = {"feature": f"feature {name!r}", "prediction": "the prediction", "confidence": "the confidence"}[role]
         if status == "resolved":
             message = f"{what} is back to its baseline distribution (PSI {value:.3f}, peak {self._peak[j]:.3f})"
@@ -218,7 +303,7 @@ class DriftPolicy:
             p_value=None if np.isnan(pv) else pv,
             event_index=int(r.event_index[e]),
             pane=int(r.pane[e]),
-            incident=int(self._incident[j]),
+            incident=int(self._tracker.incident[j]),
             window_start_ts=int(r.start_ts[e]),
             window_end_ts=int(r.end_ts[e]),
             window_events=int(r.n_events[e]),

@@ -22,7 +22,7 @@ metric                    test (``alpha = false_alarm_rate / (metrics x panes pe
 ``estimated_accuracy``    z test of the mean calibrated confidence vs the reference estimate
 ========================  ================================================================================
 
-A ``performance_drop`` incident follows the house rules (:class:`~detector.validation.IncidentTracker`).
+A ``performance_drop`` incident follows the house rules (:class:`~detector.decision.IncidentTracker`).
 """
 
 from __future__ import annotations
@@ -35,11 +35,10 @@ import numpy as np
 import numpy.typing as npt
 from scipy import special, stats
 
-from detector.decision import AlertDecision, Severity, Status
+from detector.decision import AlertDecision, IncidentTracker, Severity, Status
 from detector.errors import SnapshotError
 from detector.labels import JoinedBatch
 from detector.schema import MISSING, EventBatch, Schema
-from detector.validation import IncidentTracker
 
 __all__ = [
     "PerformanceMonitor",

@@ -38,7 +38,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
-from detector.decision import AlertDecision, Severity, Status
+from detector.decision import AlertDecision, IncidentTracker, Severity, Status
 from detector.errors import SchemaMismatchError, SnapshotError
 from detector.reference import Reference
 from detector.schema import MISSING, UNSEEN, EventBatch
@@ -61,115 +61,6 @@ _SEVERITIES: tuple[Severity, ...] = ("info", "warning", "critical")
 
 # ------------------------------------------------------------------------------------------------
 # Incident state machine shared by the validation and performance detectors
-
-
-class IncidentTracker:
-    """Per-test incident state: open, escalate (``update``), resolve, cool down.
-
-    The state machine of :class:`~detector.decision.DriftPolicy`, for any detector that decides per
-    evaluation which tests *fire*, which are *calm* and which are *critical*::
-
-        closed --fire--> open --fires critical--> update (escalation only)
-        open --calm for ``resolve_after`` evaluations--> resolved --``cooldown`` evaluations--> closed
-
-    Parameters
-    ----------
-    n
-        Number of tests tracked.
-    resolve_after
-        Consecutive calm evaluations before an open incident is ``resolved``.
-    cooldown
-        Evaluations after ``resolved`` during which the test cannot open again.
-
-    Examples
-    --------
-    >>> t = IncidentTracker(2, resolve_after=2, cooldown=0)
-    >>> f, no = np.array([True, False]), np.array([False, False])
-    >>> t.step(f, ~f, no, pane=5)
-    [(0, 'open', 'warning')]
-    >>> t.step(f, ~f, f, pane=6), t.step(no, ~no, no, pane=7), t.step(no, ~no, no, pane=8)
-    ([(0, 'update', 'critical')], [], [(0, 'resolved', 'info')])
-    >>> int(t.incident[0])
-    5
-    """
-
-    _KEYS: Final = ("severity", "incident", "calm", "cooldown")
-
-    def __init__(self, n: int, *, resolve_after: int, cooldown: int) -> None:
-        if n < 0 or resolve_after < 1 or cooldown < 0:
-            raise ValueError("need n >= 0, resolve_after >= 1 and cooldown >= 0")
-        self.n = n
-        self.resolve_after = resolve_after
-        self.cooldown = cooldown
-        self._reset()
-
-    def _reset(self) -> None:
-        self._severity = np.zeros(self.n, dtype=np.int8)  # 0 closed, else index into _SEVERITIES
-        self._incident = np.full(self.n, -1, dtype=np.int64)
-        self._calm = np.zeros(self.n, dtype=np.int64)
-        self._cooldown = np.zeros(self.n, dtype=np.int64)
-
-    @property
-    def incident(self) -> npt.NDArray[np.int64]:
-        """Pane at which each test's current (or last) incident opened."""
-        return self._incident
-
-    @property
-    def active(self) -> npt.NDArray[np.bool_]:
-        """Which tests have an open incident."""
-        out: npt.NDArray[np.bool_] = self._severity > 0
-        return out
-
-    def severity(self, j: int) -> Severity:
-        """Current severity of test ``j`` (``"info"`` when closed)."""
-        return _SEVERITIES[int(self._severity[j])]
-
-    def snapshot(self) -> dict[str, npt.NDArray[Any]]:
-        """State as arrays."""
-        return {k: getattr(self, "_" + k).copy() for k in self._KEYS}
-
-    def restore(self, state: Mapping[str, npt.NDArray[Any]]) -> None:
-        """Continue from a :meth:`snapshot`."""
-        for k in self._KEYS:
-            if k not in state or np.shape(state[k]) != (self.n,):
-                raise SnapshotError(f"incident snapshot has no {k!r} for {self.n} tests")
-        for k in self._KEYS:
-            cur = getattr(self, "_" + k)
-            setattr(self, "_" + k, np.array(state[k], dtype=cur.dtype))
-
-    def step(
-        self,
-        fire: npt.NDArray[np.bool_],
-        calm: npt.NDArray[np.bool_],
-        critical: npt.NDArray[np.bool_],
-        *,
-        pane: int,
-    ) -> list[tuple[int, Status, Severity]]:
-        """Advance by one evaluation; return the ``(test, status, severity)`` transitions."""
-        out: list[tuple[int, Status, Severity]] = []
-        if not fire.any() and not self._severity.any():
-            np.maximum(self._cooldown - 1, 0, out=self._cooldown)
-            return out
-        sev = np.where(critical, 2, 1).astype(np.int8)
-        is_open = self._severity > 0
-        opening = fire & ~is_open & (self._cooldown == 0)
-        for j in np.flatnonzero(opening):
-            self._incident[j] = pane
-            self._severity[j] = sev[j]
-            self._calm[j] = 0
-            out.append((int(j), "open", _SEVERITIES[int(sev[j])]))
-        still = is_open & ~opening
-        for j in np.flatnonzero(still & fire & (sev > self._severity)):
-            self._severity[j] = sev[j]
-            out.append((int(j), "update", _SEVERITIES[int(sev[j])]))
-        self._calm[still] = np.where(calm[still], self._calm[still] + 1, 0)
-        for j in np.flatnonzero(still & (self._calm >= self.resolve_after)):
-            out.append((int(j), "resolved", "info"))
-            self._severity[j] = 0
-            self._calm[j] = 0
-            self._cooldown[j] = self.cooldown + 1
-        np.maximum(self._cooldown - 1, 0, out=self._cooldown)
-        return out
 
 
 # ------------------------------------------------------------------------------------------------
