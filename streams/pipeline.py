@@ -286,9 +286,9 @@ class Pipeline:
             if not rows:
                 continue
             ids, label, code, ts = labels.encode(rows, schema)
+            where = {**positions.describe(labels.index[rows[0]]), "feedback": True}
             for fired in mon.update_labels(ids, label, code, ts):
-                where = positions.describe(labels.index[rows[0]]) if rows else {}
-                out.alerts.append(self._record(model_id, fired, {**where, "feedback": True}))
+                out.alerts.append(self._record(model_id, fired, where))
         out.labels = len(labels.index)
         return out
 
