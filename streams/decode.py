@@ -20,6 +20,7 @@ Contract decisions the event format left open are written down in :class:`Decode
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import re
@@ -726,6 +727,31 @@ class _Plan:
         )
 
 
+def _all_numbers(rows: list[Any], n: int, k: int) -> F64 | None:
+    """``rows`` as an ``(n, k)`` float array when every value is an int or a float, else ``None``.
+
+    numpy infers one dtype for the whole list in C (twice as fast as checking each value's type
+    and then converting): float64 or int64 means numbers, possibly with booleans, which it also
+    takes as numbers; null, strings and huge ints give another dtype. A boolean can only have
+    become 0 or 1, so only those cells are looked at again.
+    """
+    try:
+        x = np.array(rows)
+    except (ValueError, OverflowError):  # ragged or unconvertible: the careful path explains it
+        return None
+    if x.dtype == np.int64:
+        x = x.astype(np.float64)
+    elif x.dtype != np.float64:
+        return None
+    x = x.reshape(n, k)
+    maybe_bool = np.flatnonzero(((x == 0.0) | (x == 1.0)).any(axis=0))
+    for j in maybe_bool.tolist():
+        column = rows if k == 1 else map(itemgetter(j), rows)
+        if bool in set(map(type, column)):
+            return None
+    return x
+
+
 def _numeric_fast(plan: _Plan, feats: Sequence[dict[str, Any]], counts: Counter[tuple[str, str]]) -> F64 | None:
     names = plan.schema.numeric
     n, k = len(feats), len(names)
@@ -734,12 +760,14 @@ def _numeric_fast(plan: _Plan, feats: Sequence[dict[str, Any]], counts: Counter[
         rows: list[Any] = list(map(plan.numeric_row, feats))
     except KeyError:  # absent features: same as null
         rows = _column(feats, names[0]) if k == 1 else [tuple(map(f.get, names)) for f in feats]
-    if not set(map(type, rows if k == 1 else chain.from_iterable(rows))) <= _NUMBER_TYPES:
-        return None
-    try:
-        x = np.fromiter(rows if k == 1 else chain.from_iterable(rows), np.float64, n * k).reshape(n, k)
-    except OverflowError:
-        return None
+    x = _all_numbers(rows, n, k)
+    if x is None:
+        if not set(map(type, rows if k == 1 else chain.from_iterable(rows))) <= _NUMBER_TYPES:
+            return None
+        try:
+            x = np.fromiter(rows if k == 1 else chain.from_iterable(rows), np.float64, n * k).reshape(n, k)
+        except OverflowError:
+            return None
     # JSON has no NaN, so NaN here came from null or absent; inf from an overflowing number.
     missing = np.isnan(x)
     if missing.any():
@@ -1088,7 +1116,15 @@ class Decoder:
         values
             Message values (bytes) in input order; a ``None`` value (Kafka tombstone) is a dead letter.
         """
-        return self._decode(values, fast=True)
+        # The collector would walk every parsed object again and again while a chunk's objects are
+        # alive, and decoding makes no reference cycles: pausing it made decoding 1.3x faster.
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            return self._decode(values, fast=True)
+        finally:
+            if paused:
+                gc.enable()
 
     def _decode(self, values: Sequence[Any], *, fast: bool) -> DecodeResult:
         parts: dict[str, list[tuple[EventBatch, I64]]] = {}
