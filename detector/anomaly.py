@@ -33,6 +33,7 @@ not a binary search.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -436,7 +437,10 @@ class AnomalyModel:
         contrib = np.empty((n, len(self.features)))
         for a in range(0, n, _CHUNK):
             b = min(n, a + _CHUNK)
-            self._score_chunk(x[a:b], c[a:b], raw[a:b], contrib[a:b], out_h[a:b])
+            self._score_chunk(x[a:b], c[a:b], raw[a:b], contrib[a:b])
+        # (n, n_scorers) is small: calibrating it in one go saves two dozen calls per chunk
+        m = np.max(self.calibration(self.calibration_input(raw)), axis=1, keepdims=True)  # largest -log p
+        np.maximum(self.combined(m)[:, 0], 0.0, out=out_h)
         p = np.exp(-out_h)
         return AnomalyScores(
             score=out_h / math.log(10.0),
@@ -448,7 +452,7 @@ class AnomalyModel:
             features=self.features,
         )
 
-    def _score_chunk(self, x: F64, c: npt.NDArray[np.int32], raw: F64, contrib: F64, out_h: F64) -> None:
+    def _score_chunk(self, x: F64, c: npt.NDArray[np.int32], raw: F64, contrib: F64) -> None:
         f = x.shape[1]
         missing = np.isnan(x)
         any_missing = bool(missing.any())
@@ -475,8 +479,6 @@ class AnomalyModel:
                 raw[:, j] = self.loda.score(xi)
             elif name == "iforest" and self.iforest is not None:
                 raw[:, j] = self.iforest.score(xi)
-        m = np.max(self.calibration(self.calibration_input(raw)), axis=1, keepdims=True)  # largest -log p
-        out_h[:] = np.maximum(self.combined(m)[:, 0], 0.0)
 
     def calibration_input(self, raw: F64) -> F64:
         """Raw scores on the scale their p-values are calibrated on: the squared Mahalanobis distance
@@ -742,8 +744,8 @@ class AnomalyDetector:
 
     def _accumulate(self, batch: EventBatch, scores: AnomalyScores, pane: I64, a: int, b: int) -> None:
         k = self.top_k
-        cuts = np.flatnonzero(np.diff(pane[a:b])) + a + 1
-        for s, t in zip(np.r_[a, cuts], np.r_[cuts, b], strict=True):
+        bounds = [a, *(np.flatnonzero(pane[a + 1 : b] != pane[a : b - 1]) + a + 1).tolist(), b]
+        for s, t in itertools.pairwise(bounds):
             p = int(pane[s])
             slot = p % self.panes_per_window
             if self._slot_pane[slot] != p:
