@@ -304,6 +304,27 @@ def test_feature_violations_are_counted_not_rejected() -> None:
         assert b.categorical[:, 0].tolist() == [1, 3, MISSING, UNSEEN, 0]
 
 
+@pytest.mark.parametrize("other", [0.5, 7, 1.0, 0])
+def test_boolean_among_numbers_is_a_wrong_type(other: float) -> None:
+    # numpy converts booleans to 1.0 / 0.0 along with the numbers, so the fast path must still see them
+    values = [
+        raw(0, features={"x": other, "y": 2.5, "c": "a"}),
+        raw(1, features={"x": True, "y": 3, "c": "a"}),
+        raw(2, features={"x": other, "y": False, "c": "a"}),
+    ]
+    for result in (decoder().decode(values), careful(decoder(), values)):
+        assert result.violations == {("wrong_type", "x"): 1, ("wrong_type", "y"): 1}
+        np.testing.assert_array_equal(only_batch(result).numeric, [[other, 2.5], [np.nan, 3], [other, np.nan]])
+
+
+def test_numeric_features_all_ints_or_huge() -> None:
+    big = b'{"event_id":"e1","ts":1,"model_id":"m","features":{"x":3,"y":1000000000000000000000000000000,"c":"a"}}'
+    values = [raw(0, features={"x": 1, "y": 2, "c": "a"}), big]
+    for result in (decoder().decode(values), careful(decoder(), values)):
+        assert result.violations == {}
+        np.testing.assert_array_equal(only_batch(result).numeric, [[1.0, 2.0], [3.0, 1e30]])
+
+
 def test_unseen_and_boolean_categories() -> None:
     values = [
         raw(0, features={"x": 0, "y": 0, "c": "zzz"}),
