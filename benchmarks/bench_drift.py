@@ -63,7 +63,7 @@ WINDOW = 1_000  # events per ks_2samp / KSDrift window
 SHIFTS: tuple[tuple[int, float], ...] = ((3, 0.5), (11, 0.75), (19, 1.0), (27, -1.0))
 MODEL_ID = "credit-risk"
 GEN_VERSION = 1  # bump when the generated stream changes
-DECODED_VERSION = 2  # bump when the layout of the decoded cache changes
+DECODED_VERSION = 3  # bump when the layout of the decoded cache changes
 ALIBI_REQUIREMENTS = ("alibi-detect==0.13.0", "numpy==1.26.4", "scipy==1.17.1", "threadpoolctl==3.8.0")
 KAFKA_TIMEOUT_S = 900.0
 KAFKA_POLL_S = 0.02
@@ -148,7 +148,7 @@ def _decoded_fields(cfg: dict[str, Any]) -> dict[str, Any]:
     cols = {k.removeprefix("batch."): v for k, v in cols.items()}
     n = len(cols["ts"])
     cols["event_id"] = np.array([f"{MODEL_ID}-{i}" for i in range(n)], dtype=object)
-    cols["client_id"] = np.full(n, None, dtype=object)
+    cols["client_id"] = cols["client_id"].astype(object)
     return cols
 
 
@@ -171,25 +171,29 @@ def w_core(cfg: dict[str, Any]) -> dict[str, Any]:
     starts = list(range(0, n, CHUNK))
     batches = [EventBatch(**{k: v[a : a + CHUNK] for k, v in cols.items()}) for a in starts]
     del cols
-    alerts: list[tuple[int, str, str, list[str]]] = []
+    alerts: list[tuple[int, str, str, list[str], str]] = []
     clock = _Clock()
     for a, batch in zip(starts, batches, strict=True):
         out = monitor.update(batch)
         for fired in out.alerts:
             d = fired.decision
-            alerts.append((a + fired.row, d.kind, d.status, list(d.columns)))
+            alerts.append((a + fired.row, d.kind, d.status, list(d.columns), d.severity))
     seconds, cpu = clock.stop()
     del limits
-    parts = [k for k in ("drift", "policy", "validator", "performance", "labels") if getattr(monitor, k, None)]
+    parts = [
+        k
+        for k in ("drift", "policy", "validator", "performance", "labels", "anomaly", "adversarial")
+        if getattr(monitor, k, None)
+    ]
     return _result(seconds, cpu, n, alerts=alerts, monitored_columns=list(monitor.reference.names), components=parts)
 
 
-def _file_alerts(path: Path) -> list[tuple[int, str, str, list[str]]]:
+def _file_alerts(path: Path) -> list[tuple[int, str, str, list[str], str]]:
     out = []
     with path.open("rb") as fh:
         for line in fh:
             a = json.loads(line)
-            out.append((int(a["event_id"].rsplit("-", 1)[1]), a["kind"], a["status"], a["features"]))
+            out.append((int(a["event_id"].rsplit("-", 1)[1]), a["kind"], a["status"], a["features"], a["severity"]))
     return out
 
 
@@ -594,6 +598,8 @@ def _decode_file(path: Path, decoder: Any) -> dict[str, Any]:
             value = getattr(batch, f.name)
             if value.dtype != object:
                 parts.setdefault(f.name, []).append(value)
+            elif f.name == "client_id":  # the adversarial detector's key; event ids are rebuilt instead
+                parts.setdefault(f.name, []).append(value.astype(str))
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
@@ -862,8 +868,19 @@ def detection_summary(hits: Sequence[tuple[int, str, str]], shift_at: int, drift
 
 
 def core_hits(alerts: Sequence[Sequence[Any]]) -> list[tuple[int, str, str]]:
-    """Incidents opened, as (event index, column or "", kind)."""
-    return [(int(idx), cols[0] if cols else "", kind) for idx, kind, status, cols in alerts if status == "open"]
+    """Incidents opened at warning or critical severity, as (event index, column or "", kind)."""
+    return [
+        (int(idx), cols[0] if cols else "", kind)
+        for idx, kind, status, cols, severity in alerts
+        if status == "open" and severity != "info"
+    ]
+
+
+def info_notes(alerts: Sequence[Sequence[Any]]) -> dict[str, int]:
+    """Info-level incidents opened, by kind (signals for a person to look at, not alarms)."""
+    from collections import Counter
+
+    return dict(Counter(kind for _, kind, status, _, severity in alerts if status == "open" and severity == "info"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1060,6 +1077,7 @@ def build_report(
         core_alerts = results["core"][0]["alerts"]
         detection["core"] = detection_summary(core_hits(core_alerts), shift_at, "feature_drift")
         detection["core"]["records"] = len(core_alerts)
+        detection["core"]["info_notes"] = info_notes(core_alerts)
         detection["core_runs_identical"] = all(r["alerts"] == core_alerts for r in results["core"])
         if results.get("replay"):
             detection["replay_alerts_identical_to_core"] = all(
@@ -1266,6 +1284,9 @@ def render_markdown(r: dict[str, Any]) -> str:
         w("")
         if "core" in runs:
             w(f"- Core monitor components: {', '.join(runs['core'][0].get('components', []))}.")
+        if d.get("core", {}).get("info_notes"):
+            notes = ", ".join(f"{v} {k}" for k, v in d["core"]["info_notes"].items())
+            w(f"- Info-level notes of the core (not counted as alerts above): {notes}.")
         if "core_runs_identical" in d:
             w(f"- Core alerts identical in every repeat: {d['core_runs_identical']}.")
         if "replay_alerts_identical_to_core" in d:
