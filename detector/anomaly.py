@@ -258,8 +258,7 @@ class LodaScorer:
         n_cuts, n_bins = self.neglog.shape
         h = x @ self._q
         h += self._b
-        np.maximum(h, 0.0, out=h)
-        np.minimum(h, n_bins - 0.5, out=h)
+        np.clip(h, 0.0, n_bins - 0.5, out=h)
         flat = h.astype(np.intp)
         flat += np.arange(n_cuts, dtype=np.intp) * n_bins
         total: F64 = np.take(self._table, flat).sum(axis=1)
