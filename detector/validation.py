@@ -116,20 +116,21 @@ class ValidationReport:
         return out
 
 
-def _compact(cells: npt.NDArray[np.int64], sink: int) -> npt.NDArray[np.int64]:
-    """The same per-event cells with the sink entries dropped, padded to the widest row.
+def _compact(
+    rows: npt.NDArray[np.intp], cells: npt.NDArray[np.int64], n: int, sink: int
+) -> npt.NDArray[np.int64]:
+    """Per-event cells from the ``(event row, cell)`` pairs of the violations, padded with ``sink``.
 
     Violations are rare, so the window counts one or two cells per event instead of one per
     feature: the counts it keeps are identical.
     """
-    hit = cells != sink
-    per_row = hit.sum(axis=1)
+    per_row = np.bincount(rows, minlength=n)
     width = max(int(per_row.max(initial=0)), 1)
-    if width >= cells.shape[1]:
-        return cells
-    out = np.full((len(cells), width), sink, dtype=np.int64)
-    r, c = np.nonzero(hit)
-    out[r, np.arange(len(r)) - np.repeat(np.cumsum(per_row) - per_row, per_row)] = cells[r, c]
+    out = np.full((n, width), sink, dtype=np.int64)
+    if len(rows):
+        order = np.argsort(rows, kind="stable")
+        r = rows[order]
+        out[r, np.arange(len(r)) - np.repeat(np.cumsum(per_row) - per_row, per_row)] = cells[order]
     return out
 
 
@@ -336,10 +337,11 @@ class InputValidator:
         n = len(batch)
         codes = self.check(batch).codes
         n_r = len(REASONS)
-        rows = np.arange(len(self.features), dtype=np.int64) * n_r
-        reason = self._code_reason[codes]
-        cells = np.where(codes > 0, rows[None, :] + reason, self._sink)
-        extra_cols: list[npt.NDArray[np.int64]] = []
+        # Only the violating cells, as (event row, cell) pairs: most values are fine.
+        r, f = np.nonzero(codes)
+        cells = f.astype(np.int64) * n_r + self._code_reason[codes[r, f]]
+        extra_rows: list[npt.NDArray[np.intp]] = []
+        extra_cells: list[npt.NDArray[np.int64]] = []
         if extra and n:
             missing_col = _R["missing"]
             for (why, feature), count in sorted(extra.items()):
@@ -351,18 +353,15 @@ class InputValidator:
                 cell = row * n_r + _R[why]
                 if row < self._n_num and why in ("wrong_type", "non_finite"):
                     # The decoder made these values NaN: recount that many "missing" as ``why``.
-                    nan_rows = np.flatnonzero(cells[:, row] == row * n_r + missing_col)[:count]
-                    cells[nan_rows, row] = cell
+                    cells[np.flatnonzero(cells == row * n_r + missing_col)[:count]] = cell
                     continue
-                col = np.full(n, self._sink, dtype=np.int64)
-                col[: min(count, n)] = cell
-                extra_cols.append(col)
-        if extra_cols:
-            cells = np.concatenate([cells, np.stack(extra_cols, axis=1)], axis=1)
-        if n:
-            hits = np.bincount(cells.ravel(), minlength=self._sink + 1)[: self._sink]
-            self._totals += hits.reshape(self._n_rows, n_r)
-        closes = self._window.update(_compact(cells, self._sink), batch.ts)
+                extra_rows.append(np.arange(min(count, n), dtype=np.intp))
+                extra_cells.append(np.full(min(count, n), cell, dtype=np.int64))
+        if extra_rows:
+            r = np.concatenate([r, *extra_rows])
+            cells = np.concatenate([cells, *extra_cells])
+        self._totals += np.bincount(cells, minlength=self._sink).reshape(self._n_rows, n_r)
+        closes = self._window.update(_compact(r, cells, n, self._sink), batch.ts)
         self._window.clear_cell(self._sink)
         return self._decide(closes)
 
