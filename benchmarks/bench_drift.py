@@ -67,6 +67,7 @@ DECODED_VERSION = 3  # bump when the layout of the decoded cache changes
 ALIBI_REQUIREMENTS = ("alibi-detect==0.13.0", "numpy==1.26.4", "scipy==1.17.1", "threadpoolctl==3.8.0")
 KAFKA_TIMEOUT_S = 900.0
 KAFKA_POLL_S = 0.02
+GROUP_INSTANCES = 2  # service processes in the consumer group of the kafka_group measurement (one per core)
 
 GROUPS = {
     "replay": ("replay", "json", "orjson", "replay_stages"),
@@ -79,6 +80,7 @@ MEASUREMENTS = (
     "orjson",
     "replay_stages",
     "kafka",
+    "kafka_group",
     "adwin",
     "kswin",
     "ks2samp",
@@ -376,6 +378,86 @@ def w_kafka(cfg: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+def _serve_instance(settings_json: str, consumed: Any, stop: Any) -> None:
+    """One ``Service`` of a consumer group (in its own process): publishes its consumed count until ``stop``."""
+    from prometheus_client import CollectorRegistry
+
+    from streams.config import Settings
+    from streams.service import Service
+
+    limits = _limit_blas()
+    registry = CollectorRegistry()
+    service = Service(Settings.model_validate_json(settings_json), registry)
+    worker = threading.Thread(target=service.run, name="inferwatch-service", daemon=True)
+    worker.start()
+    while not stop.is_set():
+        consumed.value = registry.get_sample_value("inferwatch_events_consumed_total", {"model_id": MODEL_ID}) or 0.0
+        stop.wait(KAFKA_POLL_S)
+    service.stop()
+    worker.join(60)
+    del limits
+
+
+def w_kafka_group(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Two ``Service`` processes in one consumer group on a two-partition topic (scaling out by partitions)."""
+    import multiprocessing as mp
+    import resource
+
+    k = cfg["kafka_group"]
+    run = f"{k['run']}-{os.getpid()}"
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    with tempfile.TemporaryDirectory(prefix="bench-kafka-group-") as state:
+        counters, procs = [], []
+        for i in range(k["instances"]):
+            settings = _settings(
+                cfg,
+                kafka={
+                    "bootstrap_servers": k["bootstrap"],
+                    "topics": [k["topic"]],
+                    "group_id": f"inferwatch-bench-{run}",
+                    "alerts_topic": f"inferwatch-bench-{run}.alerts",
+                    "dead_letter_topic": f"inferwatch-bench-{run}.dead-letters",
+                },
+                checkpoint={"dir": f"{state}/{i}"},
+                metrics={"port": 0},
+            )
+            counters.append(ctx.Value("d", 0.0))
+            procs.append(ctx.Process(target=_serve_instance, args=(settings.model_dump_json(), counters[-1], stop)))
+        want = k["events"]
+        t_first = None
+        t0 = time.perf_counter()
+        for p in procs:
+            p.start()
+        while True:
+            time.sleep(KAFKA_POLL_S)
+            now = time.perf_counter()
+            done = sum(c.value for c in counters)
+            if t_first is None and done > 0:
+                t_first = now
+            if done >= want:
+                break
+            if not all(p.is_alive() for p in procs):
+                raise RuntimeError("a service instance exited early")
+            if now - t0 > KAFKA_TIMEOUT_S:
+                raise RuntimeError(f"the group consumed {done:.0f} of {want} events in {KAFKA_TIMEOUT_S:.0f} s")
+        t_end = time.perf_counter()
+        stop.set()
+        for p in procs:
+            p.join(90)
+    cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert t_first is not None
+    seconds = t_end - t0
+    return _result(
+        seconds,
+        cpu.ru_utime + cpu.ru_stime,
+        int(done),
+        first_event_s=t_first - t0,
+        rate_from_first_event=done / (t_end - t_first),
+        per_instance=[int(c.value) for c in counters],
+    )
+
+
 def _numeric(cfg: dict[str, Any], name: str = "batch.numeric") -> Any:
     x = _load_decoded(cfg, name)
     return np.ascontiguousarray(x[:, :N_NUMERIC])
@@ -516,6 +598,7 @@ WORKERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "orjson": w_orjson,
     "replay_stages": w_replay_stages,
     "kafka": w_kafka,
+    "kafka_group": w_kafka_group,
     "adwin": w_adwin,
     "kswin": w_kswin,
     "ks2samp": w_ks2samp,
@@ -693,8 +776,8 @@ def kafka_broker(bootstrap: str | None, run_dir: str) -> Iterator[str]:
             log("stopped the Kafka broker")
 
 
-def produce_topic(bootstrap: str, stream: str, events: int) -> dict[str, Any]:
-    """Put every event of the stream on a fresh single-partition topic; returns its name and the time it took."""
+def produce_topic(bootstrap: str, stream: str, events: int, partitions: int = 1) -> dict[str, Any]:
+    """Put every event of the stream on a fresh topic; returns its name and the time it took."""
     from confluent_kafka import Consumer, Producer, TopicPartition
     from confluent_kafka.admin import AdminClient
 
@@ -707,7 +790,7 @@ def produce_topic(bootstrap: str, stream: str, events: int) -> dict[str, Any]:
             raise RuntimeError(f"no broker answers at {bootstrap}")
         time.sleep(0.5)
     topic = f"inferwatch-bench-{uuid.uuid4().hex[:8]}.events"
-    ensure_topics({"bootstrap.servers": bootstrap}, [topic], partitions=1)
+    ensure_topics({"bootstrap.servers": bootstrap}, [topic], partitions=partitions)
     producer = Producer(
         {
             "bootstrap.servers": bootstrap,
@@ -721,10 +804,11 @@ def produce_topic(bootstrap: str, stream: str, events: int) -> dict[str, Any]:
     )
     t = time.perf_counter()
     with open(stream, "rb") as fh:
-        for line in fh:
+        for i, line in enumerate(fh):
             while True:
                 try:
-                    producer.produce(topic, line.rstrip(b"\n"))
+                    # round-robin: librdkafka's sticky partitioner sends long runs to one partition
+                    producer.produce(topic, line.rstrip(b"\n"), partition=i % partitions)
                     break
                 except BufferError:
                     producer.poll(0.05)
@@ -732,11 +816,11 @@ def produce_topic(bootstrap: str, stream: str, events: int) -> dict[str, Any]:
         raise RuntimeError("events still queued after 300 s")
     seconds = time.perf_counter() - t
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-check-{uuid.uuid4().hex[:8]}"})
-    _, high = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=30)
+    held = [c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in range(partitions)]
     c.close()
-    if high != events:
-        raise RuntimeError(f"topic {topic} holds {high} events, expected {events}")
-    return {"topic": topic, "produce_seconds": seconds, "partitions": 1, "compression": "lz4"}
+    if sum(held) != events:
+        raise RuntimeError(f"topic {topic} holds {sum(held)} events, expected {events}")
+    return {"topic": topic, "produce_seconds": seconds, "partitions": partitions, "held": held, "compression": "lz4"}
 
 
 # ============================================================================================== orchestration
@@ -954,7 +1038,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # Round-robin over the measurements, one fresh process each, so slow drifts of the machine's load
     # spread over all of them instead of favouring whichever ran first.
-    local = [m for m in wanted if m not in ("kafka", "alibi", "replay_stages")]
+    local = [m for m in wanted if m not in ("kafka", "kafka_group", "alibi", "replay_stages")]
     for rep in range(repeats):
         log(f"repeat {rep + 1}/{repeats}")
         for name in local:
@@ -986,6 +1070,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Exception as e:
             errors["kafka"] = str(e)
             log(f"  kafka FAILED: {e}")
+    if "kafka_group" in wanted:
+        try:
+            with kafka_broker(args.bootstrap, args.kafka_run_dir) as bootstrap:
+                log(f"producing {events:,} events to a {GROUP_INSTANCES}-partition topic at {bootstrap}")
+                produced = produce_topic(bootstrap, data["stream"], events, partitions=GROUP_INSTANCES)
+                log(f"  produced in {produced['produce_seconds']:.1f} s to {produced['topic']}: {produced['held']}")
+                notes["kafka_group"] = {**produced, "bootstrap": bootstrap, "own_broker": not args.bootstrap}
+                cfg["kafka_group"] = {
+                    "bootstrap": bootstrap,
+                    "topic": produced["topic"],
+                    "events": events,
+                    "instances": GROUP_INSTANCES,
+                    "run": uuid.uuid4().hex[:8],
+                }
+                config.write_text(json.dumps(cfg, indent=1))
+                for rep in range(repeats):
+                    log(f"kafka_group repeat {rep + 1}/{repeats}")
+                    measure("kafka_group")
+        except Exception as e:
+            errors["kafka_group"] = str(e)
+            log(f"  kafka_group FAILED: {e}")
 
     load_after = os.getloadavg()
     before, after = context["git"]["file_digests"], machine_context()["git"]["file_digests"]
@@ -1023,6 +1128,12 @@ GOALS = (
     ("core", "core >= 1,000,000 events/s", lambda m: m.get("core"), 1_000_000.0),
     ("replay_vs_json", "file replay >= 2x json.loads line by line", lambda m: m.get("replay_vs_json"), 2.0),
     ("kafka", "Kafka end to end >= 100,000 events/s", lambda m: m.get("kafka"), 100_000.0),
+    (
+        "kafka_group",
+        "Kafka end to end, 2 service processes in one group >= 100,000 events/s",
+        lambda m: m.get("kafka_group"),
+        100_000.0,
+    ),
     ("core_vs_adwin", "core >= 6x river ADWIN x32", lambda m: m.get("core_vs_adwin"), 6.0),
     ("core_vs_alibi", "core >= 30x alibi-detect KSDrift", lambda m: m.get("core_vs_alibi"), 30.0),
 )
@@ -1182,6 +1293,11 @@ def render_markdown(r: dict[str, Any]) -> str:
         ("json", "`json.loads` of each line of the same file (parse only)"),
         ("orjson", "`orjson.loads` of each line of the same file (parse only)"),
         ("kafka", "`Service` from start until `inferwatch_events_consumed_total` = all events on the topic"),
+        (
+            "kafka_group",
+            f"{GROUP_INSTANCES} `Service` processes in one consumer group on a {GROUP_INSTANCES}-partition topic, "
+            "from start until their consumed counts add up to all events; per CPU-s counts both processes",
+        ),
         ("adwin", "river `ADWIN()` on each of the 32 features, per event"),
         ("kswin", f"river `KSWIN()` ×32, per event, on the first {s['kswin_prefix']:,} events"),
         ("ks2samp", "`scipy.stats.ks_2samp(ref, window, axis=0, method='asymp')` per 1,000-event window"),
