@@ -744,10 +744,13 @@ def _all_numbers(rows: list[Any], n: int, k: int) -> F64 | None:
     elif x.dtype != np.float64:
         return None
     x = x.reshape(n, k)
-    maybe_bool = np.flatnonzero(((x == 0.0) | (x == 1.0)).any(axis=0))
-    for j in maybe_bool.tolist():
-        column = rows if k == 1 else map(itemgetter(j), rows)
-        if bool in set(map(type, column)):
+    maybe_bool = np.flatnonzero(((x == 0.0) | (x == 1.0)).any(axis=0)).tolist()
+    if 4 * len(maybe_bool) > k:  # features in {0, 1} or [0, 1]: one pass over every value is cheaper
+        if bool in set(map(type, rows if k == 1 else chain.from_iterable(rows))):
+            return None
+        return x
+    for j in maybe_bool:
+        if bool in set(map(type, rows if k == 1 else map(itemgetter(j), rows))):
             return None
     return x
 

@@ -634,3 +634,19 @@ def test_dead_letter_is_frozen() -> None:
     with pytest.raises(AttributeError):
         d.reason = "oversize"  # type: ignore[misc]
     assert math.isnan(only_batch(decoder().decode([raw(0, probabilities=None)])).confidence[0])
+
+
+@pytest.mark.parametrize("k", [1, 8])
+def test_all_numbers_finds_a_boolean_among_many_columns(k: int) -> None:
+    # one column in {0, 1} among k (the per-column recheck) or all of them (the one-pass recheck)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, k))
+    x[:, 0] = rng.integers(0, 2, size=50)
+    rows: list[Any] = [tuple(r) for r in x.tolist()] if k > 1 else x[:, 0].tolist()
+    np.testing.assert_array_equal(decode_module._all_numbers(rows, 50, k), x)
+    for all_binary in (False, True):
+        bad = [tuple(r) for r in (np.abs(x) < 0.5 if all_binary else x).astype(float).tolist()]
+        if k == 1:
+            bad = [float(r[0]) for r in bad]
+        bad[7] = (True, *bad[7][1:]) if k > 1 else True
+        assert decode_module._all_numbers(bad, 50, k) is None
