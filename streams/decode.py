@@ -706,6 +706,8 @@ class _Plan:
     luts: tuple[dict[Any, int], ...]
     class_lut: dict[Any, int]
     class_row: itemgetter[Any] | None
+    #: Learned from the data, for speed only: "binary" when most numeric columns hold exact 0s or 1s.
+    hints: dict[str, bool] = field(default_factory=dict, compare=False)
 
     @classmethod
     def of(cls, schema: Schema) -> _Plan:
@@ -727,32 +729,35 @@ class _Plan:
         )
 
 
-def _all_numbers(rows: list[Any], n: int, k: int) -> F64 | None:
-    """``rows`` as an ``(n, k)`` float array when every value is an int or a float, else ``None``.
+def _all_numbers(rows: list[Any], n: int, k: int) -> tuple[F64 | None, bool]:
+    """``rows`` as an ``(n, k)`` float array when every value is an int or a float, else ``None``;
+    and whether most columns hold exact zeros or ones.
 
-    numpy infers one dtype for the whole list in C (twice as fast as checking each value's type
-    and then converting): float64 or int64 means numbers, possibly with booleans, which it also
-    takes as numbers; null, strings and huge ints give another dtype. A boolean can only have
-    become 0 or 1, so only those cells are looked at again.
+    numpy infers one dtype for the whole list in C, faster than checking each value's type and then
+    converting: float64 or int64 means numbers, possibly with booleans, which it also takes as
+    numbers; null, strings and huge ints give another dtype. A boolean can only have become 0 or 1,
+    so only those columns are looked at again, unless most columns hold zeros or ones (pixels,
+    indicators): then a type check of every value is needed anyway, and the caller had better
+    check types first and convert with ``np.fromiter``, which is cheaper than ``np.array``.
     """
     try:
         x = np.array(rows)
     except (ValueError, OverflowError):  # ragged or unconvertible: the careful path explains it
-        return None
+        return None, False
     if x.dtype == np.int64:
         x = x.astype(np.float64)
     elif x.dtype != np.float64:
-        return None
+        return None, False
     x = x.reshape(n, k)
     maybe_bool = np.flatnonzero(((x == 0.0) | (x == 1.0)).any(axis=0)).tolist()
-    if 4 * len(maybe_bool) > k:  # features in {0, 1} or [0, 1]: one pass over every value is cheaper
-        if bool in set(map(type, rows if k == 1 else chain.from_iterable(rows))):
-            return None
-        return x
-    for j in maybe_bool:
-        if bool in set(map(type, rows if k == 1 else map(itemgetter(j), rows))):
-            return None
-    return x
+    binary = 4 * len(maybe_bool) > k
+    if binary:
+        columns = [rows if k == 1 else chain.from_iterable(rows)]
+    else:
+        columns = [rows if k == 1 else map(itemgetter(j), rows) for j in maybe_bool]
+    if any(bool in set(map(type, c)) for c in columns):
+        return None, binary
+    return x, binary
 
 
 def _numeric_fast(plan: _Plan, feats: Sequence[dict[str, Any]], counts: Counter[tuple[str, str]]) -> F64 | None:
@@ -763,7 +768,11 @@ def _numeric_fast(plan: _Plan, feats: Sequence[dict[str, Any]], counts: Counter[
         rows: list[Any] = list(map(plan.numeric_row, feats))
     except KeyError:  # absent features: same as null
         rows = _column(feats, names[0]) if k == 1 else [tuple(map(f.get, names)) for f in feats]
-    x = _all_numbers(rows, n, k)
+    x = None
+    if not plan.hints.get("binary"):
+        x, binary = _all_numbers(rows, n, k)
+        if binary:
+            plan.hints["binary"] = True
     if x is None:
         if not set(map(type, rows if k == 1 else chain.from_iterable(rows))) <= _NUMBER_TYPES:
             return None

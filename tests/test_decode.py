@@ -643,10 +643,10 @@ def test_all_numbers_finds_a_boolean_among_many_columns(k: int) -> None:
     x = rng.normal(size=(50, k))
     x[:, 0] = rng.integers(0, 2, size=50)
     rows: list[Any] = [tuple(r) for r in x.tolist()] if k > 1 else x[:, 0].tolist()
-    np.testing.assert_array_equal(decode_module._all_numbers(rows, 50, k), x)
+    np.testing.assert_array_equal(decode_module._all_numbers(rows, 50, k)[0], x)
     for all_binary in (False, True):
         bad = [tuple(r) for r in (np.abs(x) < 0.5 if all_binary else x).astype(float).tolist()]
         if k == 1:
             bad = [float(r[0]) for r in bad]
         bad[7] = (True, *bad[7][1:]) if k > 1 else True
-        assert decode_module._all_numbers(bad, 50, k) is None
+        assert decode_module._all_numbers(bad, 50, k)[0] is None
