@@ -751,6 +751,7 @@ def _all_numbers(rows: list[Any], n: int, k: int) -> tuple[F64 | None, bool]:
     x = x.reshape(n, k)
     maybe_bool = np.flatnonzero(((x == 0.0) | (x == 1.0)).any(axis=0)).tolist()
     binary = 4 * len(maybe_bool) > k
+    columns: list[Iterable[Any]]
     if binary:
         columns = [rows if k == 1 else chain.from_iterable(rows)]
     else:
