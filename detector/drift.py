@@ -177,6 +177,21 @@ class DriftMonitor:
         closes = self._pane_window.update(self.cells(batch), batch.ts)
         return self._report(closes.counts, closes)
 
+    def flush(self) -> DriftReport:
+        """Evaluate the open pane of an event-time window now (see :meth:`PaneWindow.flush`)."""
+        closes = self._pane_window.flush()
+        return self._report(closes.counts, closes)
+
+    @property
+    def open_events(self) -> int:
+        """Events in the open pane, not evaluated yet."""
+        return self._pane_window.open_events
+
+    @property
+    def oldest_seq(self) -> int:
+        """Stream sequence number of the oldest event a later window can still include."""
+        return self._pane_window.oldest_seq
+
     def _report(self, counts: IntArray, closes: Any) -> DriftReport:
         e = len(counts)
         nn, nc = self._n_num, self._n_cat

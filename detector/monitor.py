@@ -26,7 +26,8 @@ class FiredAlert:
     """An alert record with the event it fired at.
 
     ``row`` is the row of the batch given to :meth:`ModelMonitor.update` when the alert fired on
-    it, and None when it fired on a label joined later (the event then is an earlier one).
+    it, and None when it fired outside a batch: on a label joined later (the event then is an
+    earlier one), or at :meth:`ModelMonitor.flush` (the event is the one given to it).
     """
 
     decision: AlertDecision
@@ -133,6 +134,27 @@ class ModelMonitor:
     def seq(self) -> int:
         """Events seen so far: the stream sequence number of the next event."""
         return self._seq
+
+    @property
+    def open_events(self) -> int:
+        """Events in the open pane of the drift window, not evaluated until it closes (or :meth:`flush`)."""
+        return self.drift.open_events
+
+    @property
+    def oldest_seq(self) -> int:
+        """Sequence number of the oldest event a later drift evaluation can still include."""
+        return self.drift.oldest_seq
+
+    def flush(self, *, event_id: str, event_ts: int) -> MonitorResult:
+        """Evaluate the open pane of an event-time drift window now (end of a replay, idle stream).
+
+        There is no batch: the alerts fire at the event given (the caller's last event of this
+        model), with ``row=None``. Count windows have nothing to flush. Deterministic: the same
+        events followed by a flush give the same alerts.
+        """
+        report = self.drift.flush()
+        alerts = [FiredAlert(d, event_id, event_ts, None) for d in self.policy.decide(report)]
+        return MonitorResult(alerts=alerts, drift=report)
 
     def update(self, batch: EventBatch, *, violations: Mapping[tuple[str, str], int] | None = None) -> MonitorResult:
         """Feed one batch of this model's events.

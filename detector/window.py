@@ -181,6 +181,35 @@ class PaneWindow:
         self._window[cell] = 0
         self._open[cell] = 0
 
+    @property
+    def open_events(self) -> int:
+        """Events counted in the open pane, which is not evaluated yet."""
+        return self._open_events
+
+    @property
+    def oldest_seq(self) -> int:
+        """Stream sequence number of the oldest event still counted (window or open pane).
+
+        Later evaluations never reach further back; with nothing counted, the next event's number.
+        """
+        oldest = min(int(self._ring_seq.min()), self._open_seq)
+        return self._seen if oldest == _NO_TS else oldest
+
+    def flush(self, event_index: int = -1) -> WindowCloses:
+        """Close the open pane of a time window now and evaluate the window, as a later pane would.
+
+        For the end of a stream (a replay's last events) or a stream gone idle: otherwise the last,
+        partial pane waits for an event of a later pane that may never come. Its events are then
+        evaluated once; an event of the flushed pane arriving afterwards is a late event (still
+        counted while inside the window). ``event_index`` is reported as the closing event's index
+        (there is no batch: -1 stands for the last event given). Count windows close each pane at
+        its last event, so for them this does nothing.
+        """
+        out: list[tuple[Any, ...]] = []
+        if self.by == "time" and self._open_events:
+            self._close(event_index, out)
+        return self._closes(out)
+
     # -- update ---------------------------------------------------------------------------------
     def update(self, cells: npt.NDArray[np.integer[Any]], ts: npt.NDArray[np.int64]) -> WindowCloses:
         """Count the cells of a batch of events and evaluate the window at every pane that closes.
@@ -200,6 +229,9 @@ class PaneWindow:
             stop = n if self.by == "time" else min(n, start + chunk)
             self._update(cells[start:stop], ts[start:stop], start, out)
             start = stop
+        return self._closes(out)
+
+    def _closes(self, out: list[tuple[Any, ...]]) -> WindowCloses:
         if not out:
             empty = np.zeros(0, dtype=np.int64)
             return WindowCloses(np.zeros((0, self.n_cells), dtype=np.int64), *[empty] * 6)

@@ -337,3 +337,74 @@ def test_empty_update() -> None:
     w = PaneWindow(3, by="count", size=4, step=2)
     c = w.update(np.zeros((0, 2), dtype=np.int32), np.zeros(0, dtype=np.int64))
     assert len(c) == 0 and c.counts.shape == (0, 3)
+
+
+# -- flush of the open time pane (end of a replay, idle stream) -------------------------------------
+def test_flush_evaluates_the_open_time_pane_as_a_later_event_would() -> None:
+    rng = np.random.default_rng(11)
+    n_cells = 12
+    ts = np.sort(rng.integers(0, 1_000, size=400)).astype(np.int64)
+    cells = _cells(rng, len(ts), n_cells)
+    flushed = PaneWindow(n_cells, by="time", size=200, step=50)
+    woken = PaneWindow(n_cells, by="time", size=200, step=50)
+    before = flushed.update(cells, ts)
+    assert flushed.open_events > 0
+    got = flushed.flush(event_index=-1)
+    # The same events followed by one event of the next pane: its first close is the flush's.
+    later = woken.update(np.vstack([cells, cells[:1]]), np.r_[ts, (ts[-1] // 50 + 1) * 50])
+    assert len(got) == 1 and len(later) == len(before) + 1
+    for f in FIELDS[:1] + FIELDS[2:]:
+        np.testing.assert_array_equal(getattr(got, f)[0], getattr(later, f)[-1], err_msg=f)
+    assert got.event_index.tolist() == [-1]
+    assert got.end_ts[0] == ts[-1] and got.n_events[0] == int(np.sum(ts >= ts[-1] // 50 * 50 - 150))
+    # Nothing left open: a second flush evaluates nothing.
+    assert flushed.open_events == 0 and len(flushed.flush()) == 0
+
+
+def test_flush_then_late_events_of_the_flushed_pane_are_still_counted() -> None:
+    w = PaneWindow(3, by="time", size=20, step=10, min_events=1)
+    w.update(np.array([[0], [1], [2]]), np.array([0, 10, 21]))
+    closes = w.flush()
+    assert closes.counts.tolist() == [[0, 1, 1]] and closes.pane.tolist() == [2]
+    # An event of the flushed pane (21..29) arrives after the flush: a late event, inside the window.
+    w.update(np.array([[2]]), np.array([25]))
+    assert w.late_dropped == 0 and w.open_events == 0
+    after = w.update(np.array([[0]]), np.array([40]))
+    # The pane of 30..39 closes empty: the window is now panes 20..29 (with the late event) and 30..39.
+    assert after.counts.tolist() == [[0, 0, 2]]
+
+
+def test_flush_of_a_count_window_does_nothing() -> None:
+    w = PaneWindow(2, by="count", size=4, step=2)
+    w.update(np.array([[0], [1], [1], [1], [0]]), np.arange(5))
+    state = w.snapshot()
+    assert len(w.flush()) == 0
+    for k, v in w.snapshot().items():
+        np.testing.assert_array_equal(v, state[k], err_msg=k)
+
+
+def test_flush_is_snapshot_safe_and_deterministic() -> None:
+    rng = np.random.default_rng(5)
+    ts = np.sort(rng.integers(0, 5_000, size=2_000)).astype(np.int64)
+    cells = _cells(rng, len(ts), 20)
+    a = PaneWindow(20, by="time", size=1_000, step=100)
+    a.update(cells[:1_200], ts[:1_200])
+    b = PaneWindow(20, by="time", size=1_000, step=100)
+    b.restore(a.snapshot())
+    fa, fb = a.flush(), b.flush()
+    for f in FIELDS:
+        np.testing.assert_array_equal(getattr(fa, f), getattr(fb, f), err_msg=f)
+    ra, rb = a.update(cells[1_200:], ts[1_200:]), b.update(cells[1_200:], ts[1_200:])
+    for f in FIELDS:
+        np.testing.assert_array_equal(getattr(ra, f), getattr(rb, f), err_msg=f)
+
+
+def test_oldest_seq_is_the_first_event_a_later_window_can_include() -> None:
+    w = PaneWindow(2, by="time", size=20, step=10)
+    assert w.oldest_seq == 0
+    w.update(np.zeros((5, 1), np.int32), np.array([0, 5, 12, 18, 25]))
+    assert w.oldest_seq == 0  # panes 0..9 and 10..19 are the window, 20..29 is open
+    w.update(np.zeros((1, 1), np.int32), np.array([31]))
+    assert w.oldest_seq == 2  # pane 0..9 left the window
+    w.update(np.zeros((1, 1), np.int32), np.array([90]))
+    assert w.oldest_seq == 6  # a gap emptied the window: only the open pane's event is left
