@@ -22,6 +22,8 @@ from streams.errors import ConfigError
 ENV_PREFIX = "INFERWATCH__"
 
 Scalar = str | int | float | bool
+# Settings that change when the live service acts, not what is detected: outside the digest.
+_SERVICE_ONLY: dict[str, set[str]] = {"drift": {"idle_timeout_s"}}
 
 
 class _Frozen(BaseModel):
@@ -60,7 +62,13 @@ class KafkaSettings(_Frozen):
 
 
 class DriftSettings(_Frozen):
-    """Sliding windows and decision thresholds of the drift detectors."""
+    """Sliding windows and decision thresholds of the drift detectors.
+
+    ``idle_timeout_s`` is for ``inferwatch run`` only: with ``window="time"``, a model's open pane
+    is closed and evaluated once none of its events arrived for that many seconds of processing
+    (wall-clock) time, so the last events before a quiet period are not left unevaluated. It is not
+    part of the detection digest: replays flush at their end instead, deterministically.
+    """
 
     window: Literal["count", "time"] = "count"
     size: int = Field(2000, ge=1, description="events (count) or milliseconds (time)")
@@ -70,6 +78,13 @@ class DriftSettings(_Frozen):
     psi_warning: float = Field(0.1, gt=0)
     psi_critical: float = Field(0.25, gt=0)
     psi_resolve: float = Field(0.05, gt=0)
+    idle_timeout_s: float | None = Field(
+        30.0, gt=0, description="live service: close an idle model's open time pane after this (None: never)"
+    )
+
+    def monitor_args(self) -> dict[str, Any]:
+        """The window and decision settings, as keyword arguments of the model monitor."""
+        return self.model_dump(exclude=_SERVICE_ONLY["drift"])
 
     @model_validator(mode="after")
     def _check(self) -> DriftSettings:
@@ -185,7 +200,10 @@ class Settings(_Frozen):
     def detection_digest(self) -> str:
         """Digest of the settings that change what is detected; part of every alert id."""
         sections = ("drift", "validation", "performance", "anomaly")
-        payload = json.dumps({k: getattr(self, k).model_dump(mode="json") for k in sections}, sort_keys=True)
+        payload = json.dumps(
+            {k: getattr(self, k).model_dump(mode="json", exclude=_SERVICE_ONLY.get(k)) for k in sections},
+            sort_keys=True,
+        )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

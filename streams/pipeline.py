@@ -20,7 +20,7 @@ from baselines.build import LoadedBaseline
 from detector.adversarial import AdversarialDetector
 from detector.anomaly import AnomalyDetector
 from detector.labels import LabelJoin
-from detector.monitor import FiredAlert, ModelMonitor
+from detector.monitor import FiredAlert, ModelMonitor, MonitorResult
 from detector.performance import PerformanceMonitor
 from detector.validation import InputValidator
 from streams.alerts import alert_record
@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 # Positions of events older than this many (per model, time windows) are forgotten; an alert whose
 # window starts earlier reports its source from the oldest position still known.
 MAX_TRACKED_POSITIONS = 1_000_000
+# Smallest position buffer; it doubles as needed (and halves when mostly unused).
+_MIN_POSITIONS = 1024
 # Snapshot entry holding the detection settings' digest the state was built with.
 _DIGEST_KEY = "config_digest"
 
@@ -114,32 +116,72 @@ def build_monitor(baseline: LoadedBaseline, settings: Settings) -> ModelMonitor:
             pseudonymize_key=key,
         )  # fmt: skip
     return ModelMonitor(
-        ref, **settings.drift.model_dump(), validator=validator, performance=performance, labels=labels,
+        ref, **settings.drift.monitor_args(), validator=validator, performance=performance, labels=labels,
         anomaly=anomaly, adversarial=adversarial,
     )  # fmt: skip
 
 
 class _PositionRing:
-    """Source positions of a model's most recent events, indexed by stream sequence number."""
+    """Source positions of a model's recent events, indexed by stream sequence number.
 
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
+    Holds the events from :attr:`lo` to :attr:`seen` (exclusive): those a later alert's window can
+    still reach back to (see :meth:`Pipeline.process`). The buffer is circular, grows on demand
+    and shrinks when mostly unused, so an event-time window costs its own events, not a worst case;
+    a snapshot holds the live range alone, oldest first.
+    """
+
+    def __init__(self, max_positions: int = MAX_TRACKED_POSITIONS) -> None:
+        self.max_positions = max_positions
+        self._clear(0)
+
+    def _clear(self, seq: int) -> None:
+        # The model's last event: the alerts of a flushed pane fire at it (there is no batch then).
+        self.last_event: tuple[str, int] | None = None
+        self.kind = "file"
         self.sources: list[str] = []
         self._source_idx: dict[str, int] = {}
-        self.src = np.zeros(capacity, np.int32)
-        self.part = np.zeros(capacity, np.int32)
-        self.off = np.zeros(capacity, np.int64)
-        self.seen = 0
+        self.seen = self.lo = seq
+        self._place(_MIN_POSITIONS, np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.int64))
+
+    def _place(self, capacity: int, src: npt.NDArray[Any], part: npt.NDArray[Any], off: npt.NDArray[Any]) -> None:
+        """New buffers of ``capacity`` holding the live range, given oldest first."""
+        at = np.arange(self.lo, self.seen, dtype=np.int64) % capacity
+        self.src, self.part, self.off = (
+            np.zeros(capacity, np.int32),
+            np.zeros(capacity, np.int32),
+            np.zeros(capacity, np.int64),
+        )
+        self.src[at], self.part[at], self.off[at] = src, part, off
+        self.capacity = capacity
+
+    def _live(self) -> npt.NDArray[np.int64]:
+        return np.arange(self.lo, self.seen, dtype=np.int64) % self.capacity
+
+    def _relayout(self, capacity: int) -> None:
+        live = self._live()
+        self._place(capacity, self.src[live], self.part[live], self.off[live])
 
     def add(self, pos: Positions, rows: npt.NDArray[np.int64]) -> None:
         """Record the positions of ``rows`` of a chunk, the next events of this model."""
         n = len(rows)
-        keep = rows[-self.capacity :]
-        idx = (self.seen + n - len(keep) + np.arange(len(keep))) % self.capacity
+        end = self.seen + n
+        lo = max(self.lo, end - self.max_positions)
+        if end - lo > self.capacity:
+            self.lo = min(lo, self.seen)
+            self._relayout(min(max(2 * self.capacity, _pow2(end - lo)), self.max_positions))
+        keep = rows[max(lo - self.seen, 0) :]
+        idx = np.arange(end - len(keep), end, dtype=np.int64) % self.capacity
         self.src[idx] = self._ids(pos)[pos.source[keep]]
         self.part[idx] = pos.partition[keep]
         self.off[idx] = pos.offset[keep]
-        self.seen += n
+        self.seen, self.lo, self.kind = end, lo, pos.kind
+
+    def trim(self, oldest: int) -> None:
+        """Forget the events before sequence number ``oldest`` (the last event is always kept)."""
+        self.lo = max(self.lo, min(oldest, self.seen - 1))
+        live = self.seen - self.lo
+        if self.capacity > _MIN_POSITIONS and 4 * live < self.capacity:
+            self._relayout(max(_MIN_POSITIONS, _pow2(2 * live)))
 
     def _ids(self, pos: Positions) -> npt.NDArray[np.int32]:
         for name in pos.names:
@@ -149,15 +191,25 @@ class _PositionRing:
         return np.asarray([self._source_idx[name] for name in pos.names], dtype=np.int32)
 
     def describe(
-        self, kind: str, start_seq: int, end_seq: int, pos: Positions, rows: npt.NDArray[np.int64]
+        self,
+        start_seq: int,
+        end_seq: int,
+        pos: Positions | None = None,
+        rows: npt.NDArray[np.int64] | None = None,
     ) -> dict[str, Any]:
         """Source range of events ``start_seq .. end_seq``; the events from :attr:`seen` on are
         ``rows`` of ``pos`` (the chunk being processed, not yet added)."""
-        old = np.arange(max(start_seq, self.seen - self.capacity, 0), self.seen) % self.capacity
-        new = rows[max(start_seq - self.seen, 0) : end_seq - self.seen + 1]
-        src = np.concatenate([self.src[old], self._ids(pos)[pos.source[new]]])
-        part = np.concatenate([self.part[old], pos.partition[new]])
-        off = np.concatenate([self.off[old], pos.offset[new]])
+        old = np.arange(max(start_seq, self.lo), min(end_seq + 1, self.seen), dtype=np.int64) % self.capacity
+        src, part, off = self.src[old], self.part[old], self.off[old]
+        kind = self.kind
+        if pos is not None and rows is not None:
+            new = rows[max(start_seq - self.seen, 0) : max(end_seq - self.seen + 1, 0)]
+            src = np.concatenate([src, self._ids(pos)[pos.source[new]]])
+            part = np.concatenate([part, pos.partition[new]])
+            off = np.concatenate([off, pos.offset[new]])
+            kind = pos.kind
+        if not len(off):
+            return {}
         if kind == "file":
             return {
                 "file": self.sources[src[-1]],
@@ -184,21 +236,55 @@ class _PositionRing:
         }
 
     def snapshot(self) -> dict[str, npt.NDArray[Any]]:
+        live = self._live()
         return {
-            "src": self.src,
-            "part": self.part,
-            "off": self.off,
-            "seen": np.asarray(self.seen),
+            "src": self.src[live],
+            "part": self.part[live],
+            "off": self.off[live],
+            "seen": np.asarray(self.seen, dtype=np.int64),
+            "lo": np.asarray(self.lo, dtype=np.int64),
+            "kind": np.asarray(self.kind, dtype=np.str_),
             "sources": np.asarray(self.sources, dtype=np.str_),
+            **(
+                {}
+                if self.last_event is None
+                else {
+                    "last_event_id": np.asarray(self.last_event[0], dtype=np.str_),
+                    "last_event_ts": np.asarray(self.last_event[1], dtype=np.int64),
+                }
+            ),
         }
 
-    def restore(self, state: Mapping[str, npt.NDArray[Any]]) -> None:
-        if len(state["src"]) != self.capacity:
-            return  # another window size: positions are a convenience, start afresh
-        self.src, self.part, self.off = (np.array(state[k]) for k in ("src", "part", "off"))
-        self.seen = int(state["seen"])
-        self.sources = [str(s) for s in state["sources"]]
-        self._source_idx = {s: i for i, s in enumerate(self.sources)}
+    def restore(self, state: Mapping[str, npt.NDArray[Any]], seq: int) -> None:
+        """Continue from a :meth:`snapshot`; ``seq`` is the restored monitor's sequence number.
+
+        Positions are a convenience for alert sources: a snapshot that does not fit starts afresh at
+        ``seq``, so later alerts still name their own events.
+        """
+        self._clear(seq)
+        try:
+            seen = int(state["seen"])
+            src, part, off = (np.asarray(state[k]) for k in ("src", "part", "off"))
+            if "lo" in state:
+                lo = int(state["lo"])
+            else:  # written before the live range was stored alone: a full circular buffer
+                lo = max(seen - len(src), 0)
+                at = np.arange(lo, seen, dtype=np.int64) % max(len(src), 1)
+                src, part, off = src[at], part[at], off[at]
+            kind = str(state["kind"]) if "kind" in state else "kafka"
+            sources = [str(s) for s in state["sources"]]
+            last = (str(state["last_event_id"]), int(state["last_event_ts"])) if "last_event_id" in state else None
+        except (KeyError, ValueError, IndexError):
+            return
+        if seen != seq or not len(src) == len(part) == len(off) == seen - lo:
+            return
+        self.seen, self.lo, self.kind, self.last_event = seen, lo, kind, last
+        self.sources, self._source_idx = sources, {s: i for i, s in enumerate(sources)}
+        self._place(max(_MIN_POSITIONS, _pow2(seen - lo)), src, part, off)
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(int(n) - 1, 0).bit_length()
 
 
 class Pipeline:
@@ -230,9 +316,13 @@ class Pipeline:
             {m: b.reference.schema for m, b in self.baselines.items()}, max_message_bytes=max_message_bytes
         )
         self.monitors = {m: build_monitor(b, settings) for m, b in self.baselines.items()}
-        drift = settings.drift
-        capacity = drift.size + drift.step if drift.window == "count" else MAX_TRACKED_POSITIONS
-        self._positions = {m: _PositionRing(capacity) for m in self.baselines}
+        # Count windows reach back at most size + step events; the event-time drift window as far
+        # as its oldest event still counted (asked of the monitor after each chunk).
+        counted = [w.size + w.step for w in (settings.validation, settings.anomaly, settings.performance) if w.enabled]
+        if settings.drift.window == "count":
+            counted.append(settings.drift.size + settings.drift.step)
+        self._keep_recent = max(counted, default=1)
+        self._positions = {m: _PositionRing() for m in self.baselines}
 
     def process(self, values: Sequence[bytes | None], positions: Positions) -> ChunkResult:
         """Decode and detect on one chunk; returns alerts and dead letters in stream order."""
@@ -252,16 +342,47 @@ class Pipeline:
                     source: dict[str, Any] = {}
                 else:
                     start = min(fired.decision.window_start_seq, first_seq + fired.row)
-                    source = ring.describe(positions.kind, start, first_seq + fired.row, positions, mb.index)
+                    source = ring.describe(start, first_seq + fired.row, positions, mb.index)
                 out.alerts.append(self._record(model_id, fired, source))
             ring.add(positions, mb.index)
-            rep = result.drift
-            if len(rep):
-                out.drift[model_id] = {
-                    "psi": dict(zip(rep.names, rep.psi[-1].tolist(), strict=True)),
-                    "p_value": dict(zip(rep.names, rep.p_value[-1].tolist(), strict=True)),
-                }
+            if len(mb.batch):
+                ring.last_event = (str(mb.batch.event_id[-1]), int(mb.batch.ts[-1]))
+            ring.trim(min(self.monitors[model_id].oldest_seq, ring.seen - self._keep_recent))
+            self._observe_drift(out, model_id, result)
         return out
+
+    def flush(self, models: Sequence[str] | None = None) -> ChunkResult:
+        """Evaluate the open event-time pane of each model (all, or ``models``) now.
+
+        For the end of a replay (deterministic: same input, same alerts) and, in the live service, a
+        model whose events stopped arriving. The alerts fire at the model's last event, with the
+        source range of their window. Count windows have nothing to flush.
+        """
+        out = ChunkResult()
+        for model_id in self.monitors if models is None else models:
+            ring = self._positions[model_id]
+            if ring.last_event is None:
+                continue  # no event since the start (or the snapshot): nothing is open
+            event_id, event_ts = ring.last_event
+            result = self.monitors[model_id].flush(event_id=event_id, event_ts=event_ts)
+            for fired in result.alerts:
+                source = ring.describe(fired.decision.window_start_seq, ring.seen - 1)
+                out.alerts.append(self._record(model_id, fired, source))
+            self._observe_drift(out, model_id, result)
+        return out
+
+    def open_events(self, model_id: str) -> int:
+        """Events of ``model_id`` waiting in an open pane of its drift window."""
+        return self.monitors[model_id].open_events
+
+    @staticmethod
+    def _observe_drift(out: ChunkResult, model_id: str, result: MonitorResult) -> None:
+        rep = result.drift
+        if len(rep):
+            out.drift[model_id] = {
+                "psi": dict(zip(rep.names, rep.psi[-1].tolist(), strict=True)),
+                "p_value": dict(zip(rep.names, rep.p_value[-1].tolist(), strict=True)),
+            }
 
     def _record(self, model_id: str, fired: FiredAlert, source: Mapping[str, Any]) -> dict[str, Any]:
         return alert_record(
@@ -329,7 +450,7 @@ class Pipeline:
         for (model, version), parts in grouped.items():
             if model in self.monitors and self.baselines[model].version == version:
                 self.monitors[model].restore(parts["monitor"])
-                self._positions[model].restore(parts["positions"])
+                self._positions[model].restore(parts["positions"], self.monitors[model].seq)
                 restored.append(model)
             else:
                 log.info("checkpoint state of %s/%s does not match an active baseline; ignored", model, version)

@@ -4,6 +4,13 @@ Per consumed batch: decode and detect, produce the alerts and dead letters, and 
 ``checkpoint.interval_s`` — wait until Kafka acknowledged all of them, write the detector state
 with the next offsets atomically, and only then commit those offsets. A crash replays at most one
 checkpoint interval from the checkpoint, which recreates the same alerts with the same ids.
+
+Several instances may share a consumer group (each with its own checkpoint directory). When
+partitions are revoked, the instance delivers, checkpoints and commits what it processed of them,
+then forgets them: it never commits (or checkpoints) offsets of a partition it no longer owns, and
+drops messages of one that arrive after the revocation. On assignment, a checkpointed offset is used
+only when it is ahead of the group's committed one (this instance stopped between its checkpoint
+and its commit); otherwise the partition continues where the group left it.
 """
 
 from __future__ import annotations
@@ -30,6 +37,13 @@ from streams.metrics import Metrics, serve
 from streams.pipeline import ChunkResult, Pipeline, Positions
 
 log = logging.getLogger(__name__)
+
+#: How long a new assignment waits for the group's committed offsets before trusting the checkpoint.
+COMMITTED_TIMEOUT_S = 10.0
+
+
+def _key(tp: TopicPartition) -> str:
+    return f"{tp.topic}:{tp.partition}"
 
 
 def open_store(settings: Settings) -> BaselineStore:
@@ -114,9 +128,19 @@ class Service:
         self.metrics_port: int | None = None
         self._stop = threading.Event()
         self.ready = threading.Event()
+        # Next offset to read per "topic:partition", for the partitions assigned to this instance only.
         self._offsets: dict[str, int] = {}
+        self._assigned: set[str] = set()
         self._restored_offsets: dict[str, int] = {}
         self._dirty = False
+        # Processing (monotonic) time of each model's last event, for the idle flush of time panes.
+        self._last_event_at: dict[str, float] = {}
+        conf = settings.kafka.consumer
+        # librdkafka's incremental (cooperative) protocols hand over partitions one by one and
+        # need incremental_assign / incremental_unassign; the eager ones replace the assignment.
+        self._incremental = "cooperative" in str(conf.get("partition.assignment.strategy", "")) or (
+            str(conf.get("group.protocol", "classic")) == "consumer"
+        )
 
     def stop(self) -> None:
         """Ask the loop to finish its batch, checkpoint, commit and return."""
@@ -132,8 +156,9 @@ class Service:
         if cp is not None:
             restored = self.pipeline.restore(cp.state)
             self._restored_offsets = dict(cp.offsets)
-            self._offsets = dict(cp.offsets)
             log.info("resumed from checkpoint: models %s, offsets %s", restored, cp.offsets)
+        # A restored open pane is idle from now on until its model's events arrive again.
+        self._last_event_at = dict.fromkeys(self.pipeline.monitors, time.monotonic())
         common = s.kafka.common()
         ensure_topics(common, [s.kafka.alerts_topic, s.kafka.dead_letter_topic])
         self.producer = DeliveringProducer(producer_config(s.kafka))
@@ -144,7 +169,7 @@ class Service:
             except KafkaException as e:
                 raise SourceError(f"cannot reach Kafka at {s.kafka.bootstrap_servers}: {e}") from None
             topics = [*s.kafka.topics, *([s.performance.feedback_topic] if s.performance.feedback_topic else [])]
-            consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
+            consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
             self._consumer = consumer
             if s.metrics.port > 0:
                 try:
@@ -168,14 +193,51 @@ class Service:
             consumer.close()
 
     def _on_assign(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
+        restored = {_key(tp): self._restored_offsets[_key(tp)] for tp in parts if _key(tp) in self._restored_offsets}
+        committed: dict[str, int] = {}
+        if restored:
+            try:
+                committed = {_key(tp): tp.offset for tp in consumer.committed(parts, timeout=COMMITTED_TIMEOUT_S)}
+            except KafkaException as e:
+                log.warning("committed offsets unavailable (%s); resuming from the checkpoint's", e)
         for tp in parts:
-            key = f"{tp.topic}:{tp.partition}"
-            if key in self._restored_offsets:
-                tp.offset = self._restored_offsets[key]
-        consumer.assign(parts)
+            key = _key(tp)
+            # Offsets only move forward: another instance of the group may have gone further since
+            # this checkpoint was written, and its commit then wins.
+            if key in restored and restored[key] > committed.get(key, -1):
+                tp.offset = restored[key]
+                self._offsets[key] = restored[key]
+        self._assigned.update(_key(tp) for tp in parts)
+        log.info("assigned %s", sorted(_key(tp) for tp in parts))
+        if self._incremental:
+            consumer.incremental_assign(parts)
+        else:
+            consumer.assign(parts)
 
     def _on_revoke(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
+        # Still the owner: deliver, checkpoint and commit what was processed, revoked partitions
+        # included, so the next owner starts exactly after it.
         self._commit(consumer)
+        self._forget(consumer, parts, "revoked")
+
+    def _on_lost(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
+        # No longer the owner (session timed out): committing now could move another member's
+        # offsets, so forget the partitions; the new owner reprocesses from the group's commit.
+        self._forget(consumer, parts, "lost")
+
+    def _forget(self, consumer: Consumer, parts: list[TopicPartition], why: str) -> None:
+        keys = {_key(tp) for tp in parts}
+        for key in keys:
+            self._offsets.pop(key, None)
+            self._restored_offsets.pop(key, None)
+        self._assigned -= keys
+        if keys and self._offsets:
+            self._dirty = True  # the next checkpoint no longer names them
+        log.info("%s %s", why, sorted(keys))
+        if self._incremental:
+            consumer.incremental_unassign(parts)
+        else:
+            consumer.unassign()
 
     def _loop(self, consumer: Consumer) -> None:
         s = self.settings
@@ -186,6 +248,7 @@ class Service:
             now = time.monotonic()
             if msgs:
                 self._process(msgs)
+            self._flush_idle(now)
             if self._dirty and now - last_checkpoint >= s.checkpoint.interval_s:
                 self._commit(consumer)
                 last_checkpoint = now
@@ -198,25 +261,49 @@ class Service:
         feedback_topic = self.settings.performance.feedback_topic
         events: list[Any] = []
         feedback: list[Any] = []
+        now = time.monotonic()
         for m in msgs:
             if m.error() is not None:
                 log.warning("consumer error: %s", m.error())
                 continue
+            key = f"{m.topic()}:{m.partition()}"
+            if key not in self._assigned:
+                continue  # fetched before its revocation: the next owner reads it from our commit
             (feedback if m.topic() == feedback_topic else events).append(m)
-            self._offsets[f"{m.topic()}:{m.partition()}"] = m.offset() + 1
+            self._offsets[key] = m.offset() + 1
         for chunk, process in ((events, self.pipeline.process), (feedback, self.pipeline.process_feedback)):
             if not chunk:
                 continue
             out = process([m.value() for m in chunk], kafka_positions(chunk))
-            publish(self.producer, self.settings, out)
-            self.metrics.observe_chunk(out)
-            for a in out.alerts:
-                log.info(
-                    "alert %s %s %s %s: %s", a["alert_id"][:12], a["status"], a["kind"], a["features"], a["message"]
-                )
+            self._publish(out)
+            for model_id in out.events_by_model:
+                self._last_event_at[model_id] = now
         self.metrics.observe_monitors(self.pipeline.monitors)
         self.metrics.batch_events.observe(len(msgs))
         self.metrics.batch_seconds.observe(time.perf_counter() - t0)
+        self._dirty = True
+
+    def _publish(self, out: ChunkResult) -> None:
+        publish(self.producer, self.settings, out)
+        self.metrics.observe_chunk(out)
+        for a in out.alerts:
+            log.info("alert %s %s %s %s: %s", a["alert_id"][:12], a["status"], a["kind"], a["features"], a["message"])
+
+    def _flush_idle(self, now: float) -> None:
+        """Evaluate the open time pane of every model without events for ``drift.idle_timeout_s``.
+
+        Processing-time driven, unlike everything else: a live run differs from a replay of the
+        same events only when a stream pauses mid-pane (a replay flushes at its end alone).
+        """
+        timeout = self.settings.drift.idle_timeout_s
+        if timeout is None or self.settings.drift.window != "time":
+            return
+        idle = [m for m, at in self._last_event_at.items() if now - at >= timeout and self.pipeline.open_events(m) > 0]
+        if not idle:
+            return
+        log.info("closing the open time pane of idle models %s", idle)
+        self._publish(self.pipeline.flush(idle))
+        self.metrics.observe_monitors(self.pipeline.monitors)
         self._dirty = True
 
     def _commit(self, consumer: Consumer) -> None:
@@ -231,7 +318,8 @@ class Service:
         self.checkpoints.save(Checkpoint(self.pipeline.snapshot(), dict(self._offsets)))
         self.metrics.checkpoints.inc()
         tps = [TopicPartition(k.rsplit(":", 1)[0], int(k.rsplit(":", 1)[1]), v) for k, v in self._offsets.items()]
-        consumer.commit(offsets=tps, asynchronous=False)
+        if tps:
+            consumer.commit(offsets=tps, asynchronous=False)
         self._dirty = False
 
     def _observe_lag(self, consumer: Consumer) -> None:

@@ -81,3 +81,133 @@ def test_snapshot_restore_mid_stream(baseline: Any, tmp_path: Path) -> None:
     assert second.restore(state) == ["credit-risk"]
     got += second.process(lines[9_000:], Positions.file_lines("s.jsonl", 9_001, 7_000)).alerts
     assert [a["alert_id"] for a in got] == [a["alert_id"] for a in expected]
+
+
+# -- event-time windows: the last pane, snapshots, the positions kept --------------------------------
+TIME_WINDOW = {"drift": {"window": "time", "size": 20_000, "step": 2_000}}  # 2,000 / 200 events at 10 ms
+
+
+def _dense_last_pane() -> list[bytes]:
+    """16,000 stable events, then 1,500 with ``f02`` shifted by 3 sd, all inside the next 2 s pane.
+
+    The drift of ``f02`` is only in that last pane, which no later event ever closes.
+    """
+    stream = SyntheticStream(n_clients=20, shift_feature=2, shift_at=16_000, shift_by=3.0)
+    out = []
+    for i, line in enumerate(stream.lines(17_500, seed=3)):
+        if i >= 16_000:
+            e = orjson.loads(line)
+            e["ts"] = stream.start_ts + 160_000 + (i - 16_000)
+            line = orjson.dumps(e)
+        out.append(line)
+    return out
+
+
+def _run_flushed(
+    baseline: Any, lines: list[bytes], chunk: int, sections: dict[str, Any]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(alerts of the chunks, alerts of the flush at the end)."""
+    settings = Settings.model_validate(sections)
+    pipe = Pipeline({"credit-risk": baseline}, settings, config_digest=settings.detection_digest())
+    alerts: list[dict[str, Any]] = []
+    for a in range(0, len(lines), chunk):
+        part = lines[a : a + chunk]
+        alerts += pipe.process(part, Positions.file_lines("s.jsonl", a + 1, len(part))).alerts
+    return alerts, pipe.flush().alerts
+
+
+def test_time_window_last_pane_is_evaluated_by_the_flush_at_the_end(baseline: Any) -> None:
+    lines = _dense_last_pane()
+    streamed, flushed = _run_flushed(baseline, lines, 4_000, TIME_WINDOW)
+    assert not [a for a in streamed if a["kind"] == "feature_drift"], "drift before the last pane"
+    drift = [a for a in flushed if a["kind"] == "feature_drift"]
+    assert [(a["status"], a["features"]) for a in drift] == [("open", ["f02"])]
+    last = orjson.loads(lines[-1])
+    a = drift[0]
+    assert a["event_id"] == last["event_id"] and a["event_ts"] == last["ts"] == a["window"]["end_ts"]
+    assert a["source"]["line"] == a["source"]["line_end"] == len(lines)
+    # The window is the 9 panes before and the flushed one: 1,800 + 1,500 events, from line 14,201.
+    assert a["window"]["events"] == 3_300 and a["source"]["line_start"] == 14_201
+    # Deterministic whatever the chunking; a count window has nothing to flush.
+    again = _run_flushed(baseline, lines, 733, TIME_WINDOW)
+    assert [x["alert_id"] for x in again[0] + again[1]] == [x["alert_id"] for x in streamed + flushed]
+    assert again[1] == flushed
+    assert _run_flushed(baseline, lines, 4_000, {})[1] == []
+
+
+def test_time_window_snapshot_restore_keeps_alerts_sources_and_a_small_checkpoint(baseline: Any) -> None:
+    lines = _stream()
+    settings = Settings.model_validate(TIME_WINDOW)
+    streamed, flushed = _run_flushed(baseline, lines, 2_000, TIME_WINDOW)
+    expected = streamed + flushed
+    assert expected, "the stream should alert"
+    first = Pipeline({"credit-risk": baseline}, settings, config_digest=settings.detection_digest())
+    got = first.process(lines[:9_000], Positions.file_lines("s.jsonl", 1, 9_000)).alerts
+    state = {k: np.array(v) for k, v in first.snapshot().items()}
+    # Positions of the window's events (2,000) or of the count windows' reach (2,200), not a worst case.
+    positions = {k: v for k, v in state.items() if "/positions." in k}
+    assert len(positions[next(k for k in positions if k.endswith(".off"))]) <= 2_200
+    assert sum(v.nbytes for v in positions.values()) < 64_000
+    second = Pipeline({"credit-risk": baseline}, settings, config_digest=settings.detection_digest())
+    assert second.restore(state) == ["credit-risk"]
+    got += second.process(lines[9_000:], Positions.file_lines("s.jsonl", 9_001, 7_000)).alerts
+    got += second.flush().alerts
+    assert [(a["alert_id"], a["source"]) for a in got] == [(a["alert_id"], a["source"]) for a in expected]
+
+
+def test_position_ring_grows_trims_and_describes_like_a_full_list() -> None:
+    from streams.pipeline import _PositionRing
+
+    rng = np.random.default_rng(4)
+    ring = _PositionRing(max_positions=50_000)
+    topics = ("a", "b")
+    seqs: list[tuple[str, int, int]] = []  # every event's (topic, partition, offset), by sequence number
+    oldest = 0
+    for step in range(60):
+        n = int(rng.integers(1, 3_000))
+        src = rng.integers(0, 2, n).astype(np.int32)
+        part = rng.integers(0, 3, n).astype(np.int32)
+        off = np.arange(len(seqs), len(seqs) + n, dtype=np.int64) * 2
+        pos = Positions("kafka", topics, src, part, off)
+        rows = np.arange(n, dtype=np.int64)
+        # Before adding: a range reaching into the chunk, as process() asks it.
+        start = int(rng.integers(max(ring.lo, oldest), ring.seen + 1))
+        end = ring.seen + int(rng.integers(0, n))
+        got = ring.describe(start, end, pos, rows)
+        ring.add(pos, rows)
+        seqs += [(topics[s], int(p), int(o)) for s, p, o in zip(src, part, off, strict=True)]
+        want = [seqs[i] for i in range(start, end + 1)]
+        assert (got["topic"], got["partition"], got["offset"]) == want[-1]
+        assert {(r["topic"], r["partition"]) for r in got["ranges"]} == {(t, p) for t, p, _ in want}
+        for r in got["ranges"]:
+            offs = [o for t, p, o in want if (t, p) == (r["topic"], r["partition"])]
+            assert (r["offset_start"], r["offset_end"]) == (min(offs), max(offs))
+        # Keep a window that sometimes grows, sometimes shrinks.
+        oldest = max(oldest, ring.seen - int(rng.integers(1, 8_000)))
+        ring.trim(oldest)
+        assert ring.lo == max(oldest, ring.seen - 50_000) or ring.lo == ring.seen - 1
+        assert ring.capacity >= ring.seen - ring.lo and ring.capacity <= max(1024, 4 * (ring.seen - ring.lo) + 4_096)
+        if step % 7 == 0:
+            copy = _PositionRing(max_positions=50_000)
+            copy.restore(ring.snapshot(), ring.seen)
+            assert copy.describe(ring.lo, ring.seen - 1) == ring.describe(ring.lo, ring.seen - 1)
+            ring = copy
+    # A checkpoint written before the live range was stored alone (a full circular buffer) still restores.
+    old = _PositionRing(max_positions=50_000)
+    cap = 1_000
+    live = np.arange(ring.seen - cap, ring.seen)
+    old_state = {
+        "src": np.zeros(cap, np.int32),
+        "part": np.zeros(cap, np.int32),
+        "off": np.zeros(cap, np.int64),
+        "seen": np.asarray(ring.seen),
+        "sources": np.asarray(["a", "b"]),
+    }
+    old_state["off"][live % cap] = live * 2
+    old.restore(old_state, ring.seen)
+    assert (old.lo, old.seen) == (ring.seen - cap, ring.seen)
+    assert old.describe(ring.seen - 10, ring.seen - 1)["ranges"][0]["offset_start"] == (ring.seen - 10) * 2
+    # A snapshot of another stream position starts afresh at the monitor's.
+    fresh = _PositionRing()
+    fresh.restore(old_state, ring.seen + 5)
+    assert (fresh.lo, fresh.seen) == (ring.seen + 5, ring.seen + 5) and fresh.describe(0, ring.seen + 4) == {}

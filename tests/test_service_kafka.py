@@ -1020,3 +1020,202 @@ def test_replay_of_three_partitions_is_deterministic(
     for a in alerts:
         parts = {r["partition"] for r in a["source"]["ranges"]}
         assert parts == {0, 1, 2}, f"a 2,000-event window should span all partitions: {a['source']}"
+
+
+# ==================================================================================================
+# 5. Consumer groups: two instances hand over partitions; event-time panes of an idle stream
+# ==================================================================================================
+def produce_to_partitions(
+    bootstrap: str, topic: str, values: Sequence[bytes], partitions: Sequence[int], timestamps: Sequence[int]
+) -> list[tuple[int, int]]:
+    """Produce ``values[i]`` to partition ``partitions[i]``; returns (partition, offset) per value."""
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
+    where: dict[int, tuple[int, int]] = {}
+
+    def on_delivery(i: int) -> Callable[[KafkaError | None, Message], None]:
+        def cb(err: KafkaError | None, msg: Message) -> None:
+            assert err is None, f"{i}: {err}"
+            where[i] = (msg.partition(), msg.offset())
+
+        return cb
+
+    for i, (value, p, ts) in enumerate(zip(values, partitions, timestamps, strict=True)):
+        producer.produce(topic, value=value, partition=p, timestamp=ts, on_delivery=on_delivery(i))
+        if i % 500 == 0:
+            producer.poll(0)
+    assert producer.flush(30) == 0
+    return [where[i] for i in range(len(values))]
+
+
+def _member_partitions(admin: AdminClient, group: str) -> list[int]:
+    """Partitions assigned to each member of ``group`` (sorted), as the group coordinator sees it."""
+    try:
+        desc = admin.describe_consumer_groups([group], request_timeout=10)[group].result()
+    except KafkaException:
+        return []
+    return sorted(len(m.assignment.topic_partitions) for m in desc.members)
+
+
+def _handled(samples: Samples) -> float:
+    """Events consumed plus messages dead-lettered, by one instance."""
+    consumed = sample(samples, "inferwatch_events_consumed_total", model_id=MODEL) or 0.0
+    return consumed + sum(samples_named(samples, "inferwatch_events_invalid_total").values())
+
+
+def test_two_instances_in_one_group_hand_over_partitions_without_loss_or_duplicates(
+    kafka_bootstrap: str,
+    kafka_admin: AdminClient,
+    setup: Callable[..., ServiceProcess],
+    services: list[ServiceProcess],
+    tmp_path: Path,
+) -> None:
+    """Instance A reads both partitions; B joins the group mid-stream and takes one over.
+
+    The periodic checkpoint is far away, so the only commit before the handover is the one A makes
+    when its partitions are revoked: every message must then be handled by exactly one instance.
+    Dead letters (one per bad message, whatever the detector state) show it message by message.
+    """
+    a = setup(partitions=2, checkpoint={"interval_s": 60.0})
+    config = orjson.loads(a.config.read_bytes())
+    port_b = _free_port()
+    config["metrics"]["port"] = port_b
+    config["checkpoint"]["dir"] = str(tmp_path / "state-b")
+    config_b = tmp_path / "config-b.json"
+    config_b.write_bytes(orjson.dumps(config))
+    b = ServiceProcess(
+        config_b,
+        tmp_path / "service-b.log",
+        port_b,
+        events_topic=a.events_topic,
+        alerts_topic=a.alerts_topic,
+        dead_topic=a.dead_topic,
+        group=a.group,
+        checkpoint_dir=tmp_path / "state-b",
+    )
+    services.append(b)
+
+    n, first_part, last_part = 24_000, 6_000, 2_000
+    values = list(STABLE.lines(n, seed=7))
+    bad = set(range(250, n, 500))
+    for i in bad:
+        values[i] = f'{{"event_id": "broken-{i}", '.encode()  # truncated JSON: a dead letter
+    partitions = [i % 2 for i in range(n)]
+    ts = [ts_of(i) for i in range(n)]
+
+    a.start()
+    where = produce_to_partitions(
+        kafka_bootstrap, a.events_topic, values[:first_part], partitions[:first_part], ts[:first_part]
+    )
+    a.wait_for(f"{first_part} messages handled by A", lambda s: _handled(s) >= first_part)
+
+    # The rest arrives at a steady rate while B joins: the handover falls inside the stream.
+    rest: list[tuple[int, int]] = []
+
+    def feed() -> None:
+        for k in range(first_part, n - last_part, 2_000):
+            rest.extend(
+                produce_to_partitions(
+                    kafka_bootstrap, a.events_topic, values[k : k + 2_000], partitions[k : k + 2_000], ts[k : k + 2_000]
+                )
+            )
+            time.sleep(0.6)
+
+    feeder = threading.Thread(target=feed, name="feeder", daemon=True)
+    b.start()
+    feeder.start()
+    deadline = time.monotonic() + PROCESS_TIMEOUT_S
+    while _member_partitions(kafka_admin, a.group) != [1, 1]:
+        assert time.monotonic() < deadline, f"B was never assigned a partition; log:\n{_tail(b.log)}"
+        time.sleep(0.2)
+    feeder.join(PROCESS_TIMEOUT_S)
+    assert not feeder.is_alive()
+    # The last messages come after the handover, whenever it happened: both instances get some.
+    k = n - last_part
+    rest += produce_to_partitions(kafka_bootstrap, a.events_topic, values[k:], partitions[k:], ts[k:])
+    where += rest
+    assert len(where) == n
+
+    deadline = time.monotonic() + PROCESS_TIMEOUT_S
+    while _handled(a.scrape()) + _handled(b.scrape()) < n:
+        assert time.monotonic() < deadline, (
+            f"handled {_handled(a.scrape())} + {_handled(b.scrape())} of {n}\nA:\n{_tail(a.log)}\nB:\n{_tail(b.log)}"
+        )
+        time.sleep(0.1)
+    time.sleep(1.0)  # a message handled twice would show now
+    sa, sb = a.scrape(), b.scrape()
+    assert _handled(sa) + _handled(sb) == n, "a message was handled by both instances"
+    assert _handled(sb) > 0 and _handled(sa) > first_part, (_handled(sa), _handled(sb))
+    # B stops first and hands its partition back to A, which stops last: its final commit and
+    # checkpoint must not carry a stale offset of the partition B owned in between.
+    assert b.terminate() == 0
+    assert a.terminate() == 0
+    ends = end_offsets(kafka_bootstrap, a.events_topic, 2)
+    assert committed_offsets(kafka_bootstrap, a.group, a.events_topic, 2) == ends == [n // 2, n // 2]
+    # Each checkpoint names only the partition its instance owned at the end, at its end offset.
+    offsets = [CheckpointStore(svc.checkpoint_dir).load() for svc in (a, b)]
+    assert offsets[0] is not None and offsets[1] is not None
+    assert len(offsets[0].offsets) == len(offsets[1].offsets) == 1, (offsets[0].offsets, offsets[1].offsets)
+    assert {**offsets[0].offsets, **offsets[1].offsets} == {f"{a.events_topic}:{p}": end for p, end in enumerate(ends)}
+
+    dead = read_topic(kafka_bootstrap, a.dead_topic)
+    got = Counter(
+        (int(h["inferwatch.source.partition"]), int(h["inferwatch.source.offset"]))
+        for h in ({k: v.decode() for k, v in m.headers() or []} for m in dead)
+    )
+    assert not [k for k, c in got.items() if c > 1], "a bad message was dead-lettered twice"
+    assert set(got) == {where[i] for i in bad}, "a bad message was lost"
+    ids = Counter(orjson.loads(m.value())["alert_id"] for m in read_topic(kafka_bootstrap, a.alerts_topic))
+    assert not [i for i, c in ids.items() if c > 1], "duplicate alert ids across the handover"
+
+
+TIME_WINDOW = {"window": "time", "size": 20_000, "step": 2_000, "idle_timeout_s": 2.0}  # 2,000 / 200 events
+
+
+def dense_last_pane_lines() -> list[bytes]:
+    """16,000 stable events, then 1,500 with ``f02`` shifted by 3 sd inside the next 2 s pane:
+    the drift is only in the last pane, which no later event closes."""
+    stream = SyntheticStream(shift_feature=2, shift_at=16_000, shift_by=3.0)
+    out = []
+    for i, line in enumerate(stream.lines(17_500, seed=3)):
+        if i >= 16_000:
+            e = orjson.loads(line)
+            e["ts"] = stream.start_ts + 160_000 + (i - 16_000)
+            line = orjson.dumps(e)
+        out.append(line)
+    return out
+
+
+def test_idle_stream_closes_the_open_time_pane_like_a_replay_at_its_end(
+    kafka_bootstrap: str, setup: Callable[..., ServiceProcess], tmp_path: Path
+) -> None:
+    svc = setup(drift=TIME_WINDOW)
+    lines = dense_last_pane_lines()
+    ts = [orjson.loads(x)["ts"] for x in lines]
+    # Everything is on the topic before the service starts, so it pauses only at the end.
+    produce(kafka_bootstrap, svc.events_topic, lines, timestamps=ts)
+    svc.start()
+    svc.wait_for("the stream and then the idle timeout", lambda s: svc.consumed(s) >= len(lines))
+    deadline = time.monotonic() + PROCESS_TIMEOUT_S
+    while "closing the open time pane" not in svc.log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, f"the idle pane was never closed; log:\n{_tail(svc.log)}"
+        time.sleep(0.1)
+    time.sleep(0.5)
+    assert svc.terminate() == 0
+    live = [orjson.loads(m.value()) for m in read_topic(kafka_bootstrap, svc.alerts_topic)]
+    drift = [a for a in live if a["kind"] == "feature_drift"]
+    assert [(a["status"], a["features"], a["event_id"]) for a in drift] == [
+        ("open", ["f02"], orjson.loads(lines[-1])["event_id"])
+    ]
+    assert drift[0]["source"]["offset"] == len(lines) - 1
+
+    # A file replay and a topic-range replay evaluate the last pane at their end: the same alerts.
+    events = write_jsonl(tmp_path / "dense.jsonl", lines)
+    from_file, from_topic = tmp_path / "file-alerts.jsonl", tmp_path / "topic-alerts.jsonl"
+    common = ("replay", "--baselines", str(orjson.loads(svc.config.read_bytes())["baselines"]["store"]))
+    run_cli(*common, "--input", str(events), "--alerts", str(from_file), "--config", str(svc.config))
+    run_cli(
+        *common, "--topic", svc.events_topic, "--from", str(ts[0]), "--to", str(ts[-1] + 1),
+        "--alerts", str(from_topic), "--config", str(svc.config),
+    )  # fmt: skip
+    assert _without_source(read_jsonl(from_file)) == _without_source(live)
+    assert read_jsonl(from_topic) == live
