@@ -8,6 +8,7 @@ they can be (numbers, booleans, lists) and taken as strings otherwise.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import tomllib
@@ -200,11 +201,24 @@ class Settings(_Frozen):
     def detection_digest(self) -> str:
         """Digest of the settings that change what is detected; part of every alert id."""
         sections = ("drift", "validation", "performance", "anomaly")
-        payload = json.dumps(
-            {k: getattr(self, k).model_dump(mode="json", exclude=_SERVICE_ONLY.get(k)) for k in sections},
-            sort_keys=True,
-        )
+        parts: dict[str, Any] = {
+            k: getattr(self, k).model_dump(mode="json", exclude=_SERVICE_ONLY.get(k)) for k in sections
+        }
+        a = self.adversarial
+        # The salt and the pseudonymization key change fingerprints and client names in alerts; they
+        # enter the digest only through a keyed hash of a fixed message, so alert ids never carry them.
+        parts["adversarial"] = {
+            "enabled": a.enabled,
+            "max_clients": a.max_clients,
+            "salt": _secret_tag(a.salt),
+            "pseudonymize_key": None if a.pseudonymize_key is None else _secret_tag(a.pseudonymize_key),
+        }
+        payload = json.dumps(parts, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _secret_tag(secret: SecretStr) -> str:
+    return hmac.new(secret.get_secret_value().encode(), b"inferwatch detection digest", "sha256").hexdigest()[:16]
 
 
 def _set_path(tree: dict[str, Any], path: list[str], value: Any) -> None:

@@ -211,3 +211,16 @@ def test_position_ring_grows_trims_and_describes_like_a_full_list() -> None:
     fresh = _PositionRing()
     fresh.restore(old_state, ring.seen + 5)
     assert (fresh.lo, fresh.seen) == (ring.seen + 5, ring.seen + 5) and fresh.describe(0, ring.seen + 4) == {}
+
+
+def test_detection_digest_follows_the_adversarial_settings_without_carrying_secrets() -> None:
+    base = Settings()
+    digests = {
+        base.detection_digest(),
+        Settings.model_validate({"adversarial": {"salt": "another salt"}}).detection_digest(),
+        Settings.model_validate({"adversarial": {"max_clients": 10}}).detection_digest(),
+        Settings.model_validate({"adversarial": {"pseudonymize_key": "k"}}).detection_digest(),
+    }
+    assert len(digests) == 4
+    # service-only settings (where to read, how often to checkpoint) keep the alert ids
+    assert Settings.model_validate({"checkpoint": {"interval_s": 7}}).detection_digest() == base.detection_digest()
