@@ -8,8 +8,10 @@ classes and sequence numbers, and a few counters. From it, per event:
   client's recent queries whose predicted class *flips* (walking along the decision boundary),
   ``k`` nearest recent queries all closer than benign traffic ever is (Stateful Detection, Chen et
   al. 2020) and consecutive steps along one line (binary and line searches; GWAD's direction
-  statistics). A CUSUM of these increments opens ``evasion_probing``; plain retries (the same
-  input again with small noise, the same class, no progress) add nothing and drain it.
+  statistics); near-duplicates of out-of-distribution queries (searches started from noise or a
+  large perturbation) add half a step. A CUSUM of these increments opens ``evasion_probing``;
+  plain retries (the same input again with small noise, the same class, no progress) add nothing
+  and drain it.
 * **model extraction**: the rate of out-of-distribution queries (``ood`` flags given by the
   caller) and of queries closer to an earlier query than benign clients come but not duplicates
   (synthetic queries around seeds, PRADA's observation) are tested against their reference rates
@@ -19,7 +21,14 @@ classes and sequence numbers, and a few counters. From it, per event:
   the reference; the heaviest clients overall come from a mergeable Space-Saving sketch.
 * **campaigns** (one search split over many client ids): a global, salted LSH index of recent
   queries (Blacklight, Li et al. 2022) links clients whose queries are near-duplicates of each
-  other's with boundary evidence; a campaign is reported once, listing its clients.
+  other's with boundary evidence; a campaign is reported once (then updated), listing its clients.
+  Campaigns whose members send near-duplicates of each other's queries merge; a client joins only
+  while boundary hits are a sizeable share of its own queries (a heavy benign client sending a
+  popular input an attack walks past stays out).
+* **population shift** (every client's inputs move, e.g. a recalibrated sensor) is drift, not an
+  attack: distance thresholds follow the spread of all recent queries (a decayed mean, shrinking
+  only), the ood evidence is ignored while most recent events are ood, and the global index stops
+  linking clients once the population's distances have shrunk (its cells have a fixed width).
 
 Thresholds come from :class:`AdversarialArtifact`, fitted on reference traffic. Alerts carry event
 ids, sequence numbers and statistics, never feature values. Client ids can be pseudonymized with
@@ -33,14 +42,16 @@ So a batch gives the same alerts as its rows one at a time (up to float rounding
 with O(1) amortized work per event; only clients with an open, cooling or firing incident step
 through the (small) incident state machine event by event.
 
-Memory per tracked client (16 history x 16 components): ~870 bytes of arrays plus the id map (~170
-bytes); the global index is fixed (``2**index_bits`` slots x ``index_tables``, 30 MiB by default).
+Memory per tracked client (24 history x 16 components, float16): ~1,080 bytes of arrays plus the id
+map (~170 bytes); the global index is fixed (``2**index_bits`` slots x ``index_tables`` x 32 bytes,
+32 MiB by default).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -58,6 +69,12 @@ KINDS = ("evasion_probing", "model_extraction", "query_flood")
 EVASION, EXTRACTION, FLOOD = 0, 1, 2
 _SEV: tuple[Severity, ...] = ("info", "info", "warning", "critical")  # index = level (0 unused)
 _U64 = np.uint64
+_POP_PRIOR = 64.0  # weight of the reference in the population gate, in events
+_POP_DECAY = 1.0 / 256  # per event
+_POP_INDEX = 0.7  # below this population distance scale the fixed index cells match unrelated queries
+_POP_OOD = 0.5  # once most events are ood, the flag singles no client out (a population shift)
+_SHORT = 6  # history length below which an event's distances use a short window (speed only)
+_CAMP_RING = 32  # recent boundary hits kept per campaign to link new account pairs to it
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
@@ -90,6 +107,8 @@ class AdversarialArtifact:
     k: int
     history: int
     n_reference: int
+    #: mean squared norm of the reference rows' projections (their spread; NaN: no population gate)
+    spread: float = float("nan")
 
     def to_arrays(self) -> tuple[dict[str, npt.NDArray[Any]], dict[str, Any]]:
         """Arrays and JSON metadata; :meth:`from_arrays` inverts it."""
@@ -100,7 +119,7 @@ class AdversarialArtifact:
         }
         meta: dict[str, Any] = {"format": FORMAT}
         for name in ("tau_near", "tau_knn", "tau_close", "p_close", "cos_line", "margin_low", "rate_max",
-                     "rate_tau_s", "p_ood", "volume_info", "cell"):
+                     "rate_tau_s", "p_ood", "volume_info", "cell", "spread"):
             meta[name] = float(getattr(self, name))
         for name in ("k", "history", "n_reference"):
             meta[name] = int(getattr(self, name))
@@ -122,6 +141,7 @@ class AdversarialArtifact:
                 cos_line=fl["cos_line"], margin_low=fl["margin_low"], rate_max=fl["rate_max"],
                 rate_tau_s=fl["rate_tau_s"], p_ood=fl["p_ood"], volume_info=fl["volume_info"], cell=fl["cell"],
                 k=int(meta["k"]), history=int(meta["history"]), n_reference=int(meta["n_reference"]),
+                spread=float(meta.get("spread", float("nan"))),
             )
         except KeyError as e:
             raise SnapshotError(f"adversarial artifact lacks {e}") from e
@@ -145,7 +165,7 @@ class AdversarialArtifact:
         client_id: npt.ArrayLike | None = None,
         ts: npt.ArrayLike | None = None,
         n_components: int = 16,
-        history: int = 16,
+        history: int = 24,
         k: int = 6,
         quantile: float = 1e-3,
         p_ood: float = 1e-3,
@@ -162,6 +182,8 @@ class AdversarialArtifact:
         Benign query streams are simulated from the reference rows twice — in random order and
         sorted by predicted class (the worst benign case: a client of one class) — and the
         thresholds are set at ``quantile`` of their neighbour statistics, halved for margin.
+        ``history`` (24) is the per-client window: long enough that an attacker mixing benign queries 1:1
+        into a synthetic-extraction round (children 10 queries after their seeds) still has the seeds in it.
         """
         x = np.asarray(features, dtype=np.float64)
         p = np.asarray(proba, dtype=np.float64)
@@ -211,8 +233,9 @@ class AdversarialArtifact:
             if len(peaks):
                 rate_max = rate_factor * float(np.quantile(peaks, 1 - quantile))
         cell = _cell_width(z, 2.0 * tau_near, rng)
+        spread = float(np.mean((z**2).sum(axis=1)))
         return cls(center, scale, proj, tau_near, tau_knn, tau_close, p_close, cos_line, margin_low, rate_max,
-                   rate_tau_s, p_ood, volume_info, cell, k, history, len(x))
+                   rate_tau_s, p_ood, volume_info, cell, k, history, len(x), spread)
 
 
 def _cell_width(z: F64, upper: float, rng: np.random.Generator, target: float = 1e-3) -> float:
@@ -314,7 +337,13 @@ class SpaceSaving:
         if len(keys) == 0:
             return
         uk, cnt = np.unique(np.asarray(keys).astype(str), return_counts=True)
-        self.total += len(keys)
+        self.add_counts(uk, cnt, len(keys))
+
+    def add_counts(self, uk: npt.NDArray[Any], cnt: I64, n: int) -> None:
+        """Merge exact counts ``cnt`` of distinct keys ``uk`` from a batch of ``n`` events. Keys that cannot
+        make the summary may be left out of ``uk`` (see :meth:`candidates`)."""
+        uk = np.asarray(uk).astype(str)
+        self.total += n
         floor = int(self.counts.min()) if len(self.counts) >= self.capacity else 0
         allk = np.concatenate([self.keys, uk])
         u, inv = np.unique(allk, return_inverse=True)
@@ -331,6 +360,15 @@ class SpaceSaving:
         err[fresh] += floor
         keep = np.lexsort((u, -c))[: self.capacity]
         self.keys, self.counts, self.errors = u[keep], c[keep], err[keep]
+
+    def candidates(self, cnt: I64, known: npt.NDArray[np.bool_]) -> npt.NDArray[np.intp]:
+        """Indices of the batch keys that can enter the summary: every known key, and the unknown keys whose
+        count reaches the ``capacity``-th largest unknown count (all unknown keys start from the same floor)."""
+        unk = np.flatnonzero(~known)
+        if len(unk) > self.capacity:
+            kth = np.partition(cnt[unk], len(unk) - self.capacity)[len(unk) - self.capacity]
+            unk = unk[cnt[unk] >= kth]
+        return np.sort(np.concatenate([np.flatnonzero(known), unk]))
 
     def top(self, n: int) -> list[tuple[str, int, int]]:
         """The ``n`` heaviest keys as (key, estimated count, maximal over-estimate)."""
@@ -377,7 +415,8 @@ class AdversarialDetector:
     campaign_radius
         A new cross-client pair within ``campaign_radius * tau_close`` of a campaign's last query joins it.
     campaign_share
-        A client joins a campaign only while at least this share of its queries are cross-client boundary hits.
+        A client joins a campaign only while at least this share of its queries (and at least two) are
+        cross-client boundary hits.
     ood_threshold
         Scores ``>=`` this count as out-of-distribution when ``ood`` is given as scores.
     heavy_hitters
@@ -493,7 +532,8 @@ class AdversarialDetector:
         self._uid = np.zeros(n, dtype=np.int64)  # 0 = empty slot
         self._ring = np.zeros((n, h, d), dtype=np.float16)
         self._ring_pred = np.zeros((n, h), dtype=np.int8)
-        self._ring_seq = np.zeros((n, h), dtype=np.int64)
+        # low 32 bits of the sequence number (evidence only; the full number is rebuilt from the event's)
+        self._ring_seq = np.zeros((n, h), dtype=np.uint32)
         self._count = np.zeros(n, dtype=np.int64)
         self._last_ts = np.zeros(n, dtype=np.int64)
         self._rate = np.zeros(n, dtype=np.float64)
@@ -511,17 +551,21 @@ class AdversarialDetector:
         self._cool = np.zeros((n, 3), dtype=np.int32)
         self._campaign = np.full(n, -1, dtype=np.int32)
         self._camp_hits = np.zeros(n, dtype=np.int32)
+        self._camp_link = np.full(n, -1, dtype=np.int32)  # campaign of the last cross-client near-duplicate partner
         # global index
         m = 1 << self.index_bits
-        self._ix_key = np.zeros((self.index_tables, m), dtype=np.uint64)
-        self._ix_uid = np.zeros((self.index_tables, m), dtype=np.int64)
-        self._ix_seq = np.full((self.index_tables, m), -(1 << 62), dtype=np.int64)
-        self._ix_pred = np.zeros((self.index_tables, m), dtype=np.int8)
-        self._ix_slot = np.zeros((self.index_tables, m), dtype=np.int32)
+        # one 32-byte row per entry (key, uid, seq, slot << 8 | pred + 1): a lookup is one cache line
+        self._ix = np.zeros((self.index_tables, m, 4), dtype=np.int64)
+        self._ix[..., 2] = -(1 << 62)
         # campaigns: id -> [hits, boundary hits, reported members, incident, members (client ids)]
         self._camps: dict[int, list[Any]] = {}
         self._next_camp = 0
         self._sketch = SpaceSaving(self.heavy_hitters)
+        # population gate: decayed, client-weighted sums of log nearest distance (vs the reference) and of
+        # ood flags, and their weight; starts at the reference with a prior weight
+        dd = self.artifact.projection.shape[1]
+        sp = self.artifact.spread if np.isfinite(self.artifact.spread) else 0.0
+        self._pop = np.concatenate([[_POP_PRIOR], np.zeros(dd), [_POP_PRIOR * sp, _POP_PRIOR * self.artifact.p_ood]])
 
     def memory_bytes(self) -> int:
         """Bytes held by the detector's state (arrays, plus an estimate for the id map and strings)."""
@@ -551,7 +595,7 @@ class AdversarialDetector:
 
     _CLIENT_ARRAYS = ("uid", "ring", "ring_pred", "ring_seq", "count", "last_ts", "rate", "ev", "n_flip",
                       "n_knn", "n_line", "n_ext", "n_ood", "n_close", "classes", "level", "incident", "calm",
-                      "cool", "campaign", "camp_hits")
+                      "cool", "campaign", "camp_hits", "camp_link")
 
     def snapshot(self) -> dict[str, npt.NDArray[Any]]:
         """State as arrays (client table of occupied slots, index, campaigns, sketch)."""
@@ -561,7 +605,7 @@ class AdversarialDetector:
         for name in self._CLIENT_ARRAYS:
             out["client." + name] = getattr(self, "_" + name)[occ].copy()
         for name in ("key", "uid", "seq", "pred", "slot"):
-            out["index." + name] = getattr(self, "_ix_" + name).copy()
+            out["index." + name] = self._ix_column(name)
         cids = sorted(self._camps)
         out["campaign.id"] = np.asarray(cids, dtype=np.int64)
         out["campaign.stats"] = np.asarray([self._camps[c][:4] for c in cids], dtype=np.int64).reshape(-1, 4)
@@ -569,8 +613,9 @@ class AdversarialDetector:
         out["campaign.n_members"] = np.asarray([len(m) for m in members], dtype=np.int64)
         out["campaign.members"] = np.asarray([s for m in members for s in m], dtype=str)
         out["campaign.z"] = np.asarray([self._camps[c][5] for c in cids], dtype=np.float32).reshape(
-            len(cids), self.artifact.projection.shape[1])
+            len(cids), _CAMP_RING, self.artifact.projection.shape[1])
         out["meta.counters"] = np.asarray([self._next_uid, self._next_camp, self._sketch.total], dtype=np.int64)
+        out["meta.population"] = self._pop.copy()
         out["sketch.keys"] = self._sketch.keys.copy()
         out["sketch.counts"] = self._sketch.counts.copy()
         out["sketch.errors"] = self._sketch.errors.copy()
@@ -593,9 +638,13 @@ class AdversarialDetector:
             self._index = dict(zip(ids, slots.tolist(), strict=True))
             used = set(slots.tolist())
             self._free = [s for s in range(self.max_clients - 1, -1, -1) if s not in used]
-            for name in ("key", "uid", "seq", "pred", "slot"):
-                arr = getattr(self, "_ix_" + name)
-                arr[...] = np.asarray(state["index." + name]).astype(arr.dtype)
+            ix = {name: np.asarray(state["index." + name]) for name in ("key", "uid", "seq", "pred", "slot")}
+            if ix["key"].shape != self._ix.shape[:2]:
+                raise SnapshotError(f"snapshot index {ix['key'].shape} does not match {self._ix.shape[:2]}")
+            self._ix[..., 0] = ix["key"].astype(np.uint64).view(np.int64)
+            self._ix[..., 1] = ix["uid"]
+            self._ix[..., 2] = ix["seq"]
+            self._ix[..., 3] = (ix["slot"].astype(np.int64) << 8) | (ix["pred"].astype(np.int64) + 1)
             st = np.asarray(state["campaign.stats"], dtype=np.int64)
             nm = np.asarray(state["campaign.n_members"], dtype=np.int64)
             mem = [str(s) for s in state["campaign.members"]]
@@ -606,6 +655,7 @@ class AdversarialDetector:
                 pos += int(nm[i])
             c = np.asarray(state["meta.counters"], dtype=np.int64)
             self._next_uid, self._next_camp, self._sketch.total = int(c[0]), int(c[1]), int(c[2])
+            self._pop = np.asarray(state["meta.population"], dtype=np.float64).copy()
             self._sketch.keys = np.asarray(state["sketch.keys"]).astype(str)
             self._sketch.counts = np.asarray(state["sketch.counts"], dtype=np.int64)
             self._sketch.errors = np.asarray(state["sketch.errors"], dtype=np.int64)
@@ -616,6 +666,17 @@ class AdversarialDetector:
 
     # ------------------------------------------------------------------------------------- clients
 
+    def _ix_column(self, name: str) -> npt.NDArray[Any]:
+        """One field of the global index, in its own dtype (the snapshot's layout)."""
+        col = self._ix[..., ("key", "uid", "seq", "pred", "slot").index(name) if name != "slot" else 3]
+        if name == "key":
+            return col.view(np.uint64).copy()
+        if name == "pred":
+            return ((col & 0xFF) - 1).astype(np.int8)
+        if name == "slot":
+            return (col >> 8).astype(np.int32)
+        return col.copy()
+
     def _name(self, client: str) -> str:
         if self.pseudonymize_key is None:
             return client
@@ -624,10 +685,16 @@ class AdversarialDetector:
     def _slots(self, ids: npt.NDArray[np.object_], ts: I64) -> I64:
         """Slot of every event's client, allocating (and evicting) as needed."""
         get = self._index.get
-        ids_l = [c if isinstance(c, str) else str(c) for c in ids.tolist()]
-        slots = np.fromiter(map(get, ids_l, [-1] * len(ids_l)), dtype=np.int64, count=len(ids_l))
+        ids_l = ids.tolist()
+        slots = np.fromiter(map(get, ids_l, itertools.repeat(-1)), dtype=np.int64, count=len(ids_l))
         new = np.flatnonzero(slots < 0)
         if len(new):
+            # ids are str by contract; anything else is looked up by its str (only misses pay for the check)
+            for i in new.tolist():
+                if not isinstance(ids_l[i], str):
+                    ids_l[i] = str(ids_l[i])
+                    slots[i] = get(ids_l[i], -1)
+            new = np.flatnonzero(slots < 0)
             first: dict[str, int] = {}
             n_new = len({ids_l[i] for i in new.tolist()})
             for i in new.tolist():
@@ -665,7 +732,7 @@ class AdversarialDetector:
     def _clear(self, s: I64) -> None:
         for name in self._CLIENT_ARRAYS:
             arr = getattr(self, "_" + name)
-            arr[s] = -1 if name in ("incident", "campaign") else 0
+            arr[s] = -1 if name in ("incident", "campaign", "camp_link") else 0
 
     # ------------------------------------------------------------------------------------- update
 
@@ -690,7 +757,7 @@ class AdversarialDetector:
                 raise SchemaMismatchError(f"ood has shape {o.shape}, batch has {n} events")
             is_ood = o.astype(bool) if o.dtype == bool else np.nan_to_num(o.astype(np.float64)) >= self.ood_threshold
             have_ood = True
-        keep = np.fromiter((c is not None for c in batch.client_id), dtype=bool, count=n)
+        keep: npt.NDArray[np.bool_] = batch.client_id != None  # noqa: E711 (elementwise on the object array)
         rows = np.flatnonzero(keep) if not keep.all() else np.arange(n)
         if len(rows) == 0:
             return []
@@ -709,10 +776,21 @@ class AdversarialDetector:
             margin = np.full(len(rows), np.nan)
         pred = np.clip(pred, -1, 15)
         slots = self._slots(ids, ts)
-        self._sketch.add(ids)
+        # heavy hitters counted on client slots (integers), names looked up only for keys that can enter
+        us, uc = np.unique(slots, return_counts=True)
+        known = np.zeros(len(us), dtype=bool)
+        ks = [self._index.get(k, -1) for k in self._sketch.keys.tolist()]
+        known[np.isin(us, np.asarray(ks, dtype=np.int64))] = True
+        cand = self._sketch.candidates(uc, known)
+        self._sketch.add_counts(np.asarray([str(v) for v in self._ids[us[cand]]], dtype=str), uc[cand], len(slots))
         hits = self._index_pass(z, slots, pred, seq + rows)
         out: list[AlertDecision] = []
-        n_seen = self._process(slots, z, pred, margin, is_ood, have_ood, ts, seq + rows, batch.event_id[rows], out)
+        n_seen, pscale = self._process(slots, z, pred, margin, is_ood, have_ood, ts, seq + rows,
+                                       batch.event_id[rows], out)
+        # The index's cells have a fixed width: once the whole population's distances have shrunk by half
+        # (a recalibrated sensor), cross-client coincidences are no longer evidence of a shared search.
+        ok = pscale[hits[0]] >= _POP_INDEX
+        hits = (hits[0][ok], hits[1][ok], hits[2][ok], hits[3][ok])
         out.extend(self._campaigns(hits, slots, z, pred, n_seen, seq + rows, ts, batch.event_id[rows]))
         out.sort(key=lambda a: (a.event_index, KINDS.index(a.kind), a.client_id or ""))
         # Decided on stream positions; like every detector, report the row within this batch
@@ -720,60 +798,56 @@ class AdversarialDetector:
         return [replace(a, event_index=a.event_index - seq) for a in out]
 
     def _index_pass(self, z: npt.NDArray[np.float32], slots: I64, pred: I64, seqs: I64
-                    ) -> list[tuple[int, int, int, int]]:
+                    ) -> tuple[I64, I64, I64, I64]:
         """Look every event up in the global index and insert it, with exact sequential semantics.
 
-        Returns (event row, matched client slot, its uid, matched predicted class) for cross-client matches.
+        Returns (event rows, matched client slots, their uids, matched predicted classes) of cross-client matches.
         """
         n = len(z)
-        t_, m = self.index_tables, 1 << self.index_bits
+        t_, m, band = self.index_tables, 1 << self.index_bits, self._band
         uid = self._uid[slots]
-        match_cnt = np.zeros(n, dtype=np.int64)
-        best_uid = np.zeros(n, dtype=np.int64)
-        best_pred = np.zeros(n, dtype=np.int64)
-        best_slot = np.zeros(n, dtype=np.int64)
-        zz = z.astype(np.float64)
-        for t in range(t_):
-            q = np.floor(zz @ self._rot[t] / self._cell + self._off[t]).astype(np.int64).astype(_U64)
-            with np.errstate(over="ignore"):
-                key = (q * self._mult[t]).sum(axis=1, dtype=_U64)
-                key ^= key >> _U64(29)
-                key *= _U64(0xBF58476D1CE4E5B9)
-                key ^= key >> _U64(32)
-            key |= _U64(1)  # 0 marks an empty slot
-            pos = (key & _U64(m - 1)).astype(np.int64)
-            # stored entry each event sees: the previous batch event in the same slot, else the table
-            o = np.argsort(pos, kind="stable")
-            ps = pos[o]
-            same = np.r_[False, ps[1:] == ps[:-1]]
-            prev = np.r_[-1, o[:-1]]
-            prev = np.where(same, prev, -1)
-            prev_of = np.empty(n, dtype=np.int64)
-            prev_of[o] = prev
-            has_prev = prev_of >= 0
-            pp = np.maximum(prev_of, 0)
-            s_key = np.where(has_prev, key[pp], self._ix_key[t, pos])
-            s_uid = np.where(has_prev, uid[pp], self._ix_uid[t, pos])
-            s_seq = np.where(has_prev, seqs[pp], self._ix_seq[t, pos])
-            s_pred = np.where(has_prev, pred[pp], self._ix_pred[t, pos])
-            s_slot = np.where(has_prev, slots[pp], self._ix_slot[t, pos])
-            ok = (s_key == key) & (seqs - s_seq <= self.index_horizon)
-            match_cnt += ok
-            cross = ok & (s_uid != uid)
-            take = cross & (best_uid == 0)
-            best_uid = np.where(take, s_uid, best_uid)
-            best_pred = np.where(take, s_pred, best_pred)
-            best_slot = np.where(take, s_slot, best_slot)
-            # last writer per slot wins
-            last = np.r_[ps[1:] != ps[:-1], True]
-            w = o[last]
-            self._ix_key[t, pos[w]] = key[w]
-            self._ix_uid[t, pos[w]] = uid[w]
-            self._ix_seq[t, pos[w]] = seqs[w]
-            self._ix_pred[t, pos[w]] = pred[w]
-            self._ix_slot[t, pos[w]] = slots[w]
+        packed = (slots << 8) | (pred + 1)
+        # all tables at once: keys (T, n), flattened table-major; positions of different tables never meet
+        proj = (z.astype(np.float64) @ self._rot.transpose(1, 0, 2).reshape(-1, t_ * band)).reshape(n, t_, band)
+        q = np.floor(proj / self._cell + self._off[None]).astype(np.int64).astype(_U64)
+        with np.errstate(over="ignore"):
+            key = (q * self._mult[None]).sum(axis=2, dtype=_U64).T.copy()
+            key ^= key >> _U64(29)
+            key *= _U64(0xBF58476D1CE4E5B9)
+            key ^= key >> _U64(32)
+        key |= _U64(1)  # 0 marks an empty slot
+        pos = ((key & _U64(m - 1)).astype(np.int64) + (np.arange(t_, dtype=np.int64) * m)[:, None]).ravel()
+        keyf = key.view(np.int64).ravel()
+        vals = np.empty((t_ * n, 4), dtype=np.int64)
+        vals[:, 0] = keyf
+        vals[:, 1] = np.tile(uid, t_)
+        vals[:, 2] = np.tile(seqs, t_)
+        vals[:, 3] = np.tile(packed, t_)
+        # stored entry each event sees: the previous batch event in the same slot, else the table
+        o = np.argsort(pos, kind="stable")
+        ps = pos[o]
+        same = np.r_[False, ps[1:] == ps[:-1]]
+        prev_of = np.empty(t_ * n, dtype=np.int64)
+        prev_of[o] = np.where(same, np.r_[-1, o[:-1]], -1)
+        table = self._ix.reshape(t_ * m, 4)
+        stored = table[pos]
+        in_batch = np.flatnonzero(prev_of >= 0)
+        stored[in_batch] = vals[prev_of[in_batch]]
+        ok = ((stored[:, 0] == keyf) & (vals[:, 2] - stored[:, 2] <= self.index_horizon)).reshape(t_, n)
+        match_cnt = ok.sum(axis=0)
+        cross = ok & (stored[:, 1] != vals[:, 1]).reshape(t_, n)
+        first = np.argmax(cross, axis=0)  # the first table with a cross-client match
+        any_cross = cross.any(axis=0)
+        at = first * n + np.arange(n)
+        best_uid = np.where(any_cross, stored[at, 1], 0)
+        best_packed = np.where(any_cross, stored[at, 3], 0)
+        # last writer per slot wins
+        w = o[np.r_[ps[1:] != ps[:-1], True]]
+        table[pos[w]] = vals[w]
+        best_pred = (best_packed & 0xFF) - 1
+        best_slot = best_packed >> 8
         hit = np.flatnonzero((match_cnt >= self.index_match) & (best_uid > 0))
-        return [(int(i), int(best_slot[i]), int(best_uid[i]), int(best_pred[i])) for i in hit]
+        return hit, best_slot[hit], best_uid[hit], best_pred[hit]
 
     def _process(
         self,
@@ -787,7 +861,7 @@ class AdversarialDetector:
         seqs: I64,
         event_ids: npt.NDArray[np.object_],
         out: list[AlertDecision],
-    ) -> I64:
+    ) -> tuple[I64, F64]:
         """All events of the batch at once: each client's events are laid out after its ring contents
         (chronologically), so every event sees exactly the ``history`` queries before it; the per-client
         scalar states (CUSUM, counters, decayed rate) are segmented scans."""
@@ -808,7 +882,11 @@ class AdversarialDetector:
         len_g = f_g + m_g
         e_start = np.r_[0, np.cumsum(len_g)[:-1]]
         total = int(len_g.sum())
-        e_z = np.empty((total, dd), dtype=np.float16)
+        # float32 working copy holding float16-rounded values, as the ring stores them (so a batch sees
+        # exactly what the same rows one at a time would); ``h`` padding rows in front let every event's
+        # history be one contiguous window
+        e_zp = np.zeros((total + h, dd), dtype=np.float32)
+        e_z = e_zp[h:]
         e_pred = np.empty(total, dtype=np.int8)
         e_seq = np.empty(total, dtype=np.int64)
         tf = int(f_g.sum())
@@ -823,29 +901,43 @@ class AdversarialDetector:
         p = e_start[gid] + f_g[gid] + j_in  # position in E of each sorted event
         zs = z[order]
         predo = pred[order]
-        e_z[p] = zs
+        e_z[p] = zs.astype(np.float16)
         e_pred[p] = predo
-        e_seq[p] = seqs[order]
+        e_seq[p] = seqs[order] & 0xFFFFFFFF
         start = e_start[gid]
-        hist = p[:, None] - 1 - np.arange(h)[None, :]
+        hist = p[:, None] - 1 - np.arange(h)[None, :]  # newest first
         valid = hist >= start[:, None]
-        hist_c = np.where(valid, hist, 0)
-        diff = e_z[hist_c].astype(np.float32) - zs[:, None, :]
-        dist = np.sqrt(np.einsum("mhd,mhd->mh", diff, diff))
+        # Distances to the window of earlier rows (newest first). Events with a short history (most, when
+        # many clients are active) use a short window: the rows beyond it are other clients' anyway.
+        dist = np.full((n, h), np.inf, dtype=np.float32)
+        short = p - start <= _SHORT
+        for sel, wl in ((np.flatnonzero(short), min(_SHORT, h)), (np.flatnonzero(~short), h)):
+            if len(sel):
+                win = np.lib.stride_tricks.sliding_window_view(e_zp, wl, axis=0)[p[sel] + h - wl]  # (m, dd, wl)
+                diff = win[:, :, ::-1] - zs[sel][:, :, None]
+                dist[sel, :wl] = np.sqrt(np.einsum("mdh,mdh->mh", diff, diff))
         dist[~valid] = np.inf
         j1 = np.argmin(dist, axis=1)
         rr = np.arange(n)
         d1 = dist[rr, j1]
-        nb = hist_c[rr, j1]
+        nb = np.where(valid[rr, j1], hist[rr, j1], 0)
         knn = np.partition(dist, k - 1, axis=1)[:, :k].mean(axis=1)
-        near = d1 < art.tau_near
+        # --- population gate (stream order): a shift of every client's inputs is drift, not an attack.
+        # Distance thresholds follow the population's current nearest distances (only ever shrinking) and
+        # the ood evidence is measured against the population's current ood rate.
+        scale_s, pood_s = self._population(z, is_ood)
+        sc_rows = scale_s
+        sc = scale_s[order]
+        pood = pood_s[order]
+        t_near, t_knn, t_close = art.tau_near * sc, art.tau_knn * sc, art.tau_close * sc
+        near = d1 < t_near
         flip = near & (e_pred[nb].astype(np.int64) != predo)
-        tight = knn < art.tau_knn
+        tight = knn < t_knn
         mo = margin[order]
         low = near & (np.nan_to_num(mo, nan=1.0) < art.margin_low) & ~flip
         has2 = p - 2 >= start
-        prev = e_z[np.maximum(p - 1, 0)].astype(np.float32)
-        prev2 = e_z[np.maximum(p - 2, 0)].astype(np.float32)
+        prev = e_zp[p - 1 + h]
+        prev2 = e_zp[p - 2 + h]
         step = zs - prev
         prev_step = prev - prev2
         sn = np.linalg.norm(step, axis=1)
@@ -854,17 +946,18 @@ class AdversarialDetector:
         with np.errstate(invalid="ignore", divide="ignore"):
             cos = np.abs((step * prev_step).sum(1)) / (sn * pn)
         line = big & (cos > art.cos_line)
-        inc = 1.0 * flip + tight + line + 0.5 * low
-        # --- ring write-back: the last min(h, len) entries of each client's sequence
-        w_g = np.minimum(h, len_g)
-        tw = int(w_g.sum())
-        grp = np.repeat(np.arange(n_g), w_g)
-        o = len_g[grp] - w_g[grp] + np.arange(tw) - np.repeat(np.cumsum(w_g) - w_g, w_g)
-        src = e_start[grp] + o
-        rpos = (cnt_g[grp] - f_g[grp] + o) % h
-        self._ring[gslot[grp], rpos] = e_z[src]
-        self._ring_pred[gslot[grp], rpos] = e_pred[src]
-        self._ring_seq[gslot[grp], rpos] = e_seq[src]
+        # A near-duplicate of an out-of-distribution query: searches that start from noise (Boundary,
+        # HopSkipJump) or from a large perturbation (Square) keep re-querying such points, while benign
+        # traffic sends them at the reference rate ``p_ood``; a retried odd input adds at most a few halves.
+        odd = near & is_ood[order] & ~flip & ~low & (pood < _POP_OOD)
+        inc = 1.0 * flip + tight + line + 0.5 * low + 0.5 * odd
+        # --- ring write-back: each client's last min(h, new) events (older entries stay where they are)
+        wk = np.flatnonzero(j_in >= m_g[gid] - h)
+        wslot = gslot[gid[wk]]
+        rpos = (cnt_g[gid[wk]] + j_in[wk]) % h
+        self._ring[wslot, rpos] = e_z[p[wk]]
+        self._ring_pred[wslot, rpos] = e_pred[p[wk]]
+        self._ring_seq[wslot, rpos] = e_seq[p[wk]].astype(np.uint32)
         # --- segmented scans
         def seg(x: npt.NDArray[Any]) -> npt.NDArray[Any]:
             c: npt.NDArray[Any] = np.cumsum(x, axis=0)
@@ -882,7 +975,7 @@ class AdversarialDetector:
         n_flip = self._n_flip[gslot][gid] + seg(flip.astype(np.int64))
         n_knn = self._n_knn[gslot][gid] + seg(tight.astype(np.int64))
         n_line = self._n_line[gslot][gid] + seg(line.astype(np.int64))
-        close = (d1 >= art.tau_near) & (d1 < art.tau_close)
+        close = (d1 >= t_near) & (d1 < t_close)
         oo = is_ood[order] & ~near  # resent copies of one ood input count once
         n_ext = self._n_ext[gslot][gid] + j_in + 1
         n_ood = self._n_ood[gslot][gid] + seg(oo.astype(np.int64))
@@ -931,7 +1024,7 @@ class AdversarialDetector:
         px = np.ones(n)
         stat_x = np.zeros(n, dtype=np.int64)  # 0 ood, 1 close, 2 coverage
         # significance and effect: a rate far above the reference rate, and at least ``min_share`` of the queries
-        cand_o = have_ood & (n_ood >= 3) & (n_ood >= self.min_share * n_ext)
+        cand_o = have_ood & (n_ood >= 3) & (n_ood >= self.min_share * n_ext) & (pood < _POP_OOD)
         cand_c = (n_ext >= self.min_events) & (n_close >= 3) & (n_close >= self.min_share * n_ext)
         if cand_o.any():
             px[cand_o] = stats.binom.sf(n_ood[cand_o] - 1, n_ext[cand_o], art.p_ood)
@@ -999,7 +1092,8 @@ class AdversarialDetector:
                             "close_events": int(n_close[e]), "extraction_events": int(n_ext[e]),
                             "rate_per_s": float(rate_s[e]),
                         }
-                        nseq = int(e_seq[nb[e]]) if np.isfinite(d1[e]) else -1
+                        s_e = int(seq_o[e])
+                        nseq = s_e - ((s_e - int(e_seq[nb[e]])) & 0xFFFFFFFF) if np.isfinite(d1[e]) else -1
                         self._level[sl, kind] = cur
                         out.append(self._decision(kind, status, sl, cur if status != "resolved" else 1,
                                                   int(seq_o[e]), int(tso[e]), str(event_ids[order[e]]), nseq,
@@ -1009,7 +1103,38 @@ class AdversarialDetector:
                 self._level[sl, kind] = cur
                 self._cool[sl, kind] = cool
                 self._calm[sl, kind] = calm
-        return n_seen
+        return n_seen, sc_rows
+
+    def _population(self, z: npt.NDArray[np.float32], is_ood: npt.NDArray[np.bool_]) -> tuple[F64, F64]:
+        """Population gate seen by every event (stream order, state before the event): the distance scale
+        ``min(1, sqrt(current spread / reference spread))`` and the share of ood events, both decayed means
+        over events. The spread is that of all queries around their mean, which near-duplicate searches do not
+        shrink (they sit around points of their own), but a population-wide gain change does. Updates the state.
+        """
+        n, dd = z.shape
+        x = np.empty((n, dd + 3))
+        x[:, 0] = 1.0
+        x[:, 1 : dd + 1] = z
+        x[:, dd + 1] = (z.astype(np.float64) ** 2).sum(axis=1)
+        x[:, dd + 2] = is_ood
+        before = np.empty((n, dd + 3))
+        r = 1.0 - _POP_DECAY
+        for c0 in range(0, n, 2048):  # r**-j stays far from overflow within a chunk
+            c1 = min(n, c0 + 2048)
+            j = np.arange(c1 - c0, dtype=np.float64)
+            after = (r**j)[:, None] * (r * self._pop[None, :] + np.cumsum(x[c0:c1] * (r**-j)[:, None], axis=0))
+            before[c0] = self._pop
+            before[c0 + 1 : c1] = after[:-1]
+            self._pop = after[-1].copy()
+        w = np.maximum(before[:, 0], 1e-12)
+        pood = before[:, dd + 2] / w
+        if np.isfinite(self.artifact.spread) and self.artifact.spread > 0:
+            mean = before[:, 1 : dd + 1] / w[:, None]
+            var = np.maximum(before[:, dd + 1] / w - (mean**2).sum(axis=1), 0.0)
+            scale = np.minimum(1.0, np.sqrt(var / self.artifact.spread))
+        else:
+            scale = np.ones(n)
+        return scale, pood
 
     def _decision(self, kind: int, status: Status, s: int, level: int, seq: int, ts: int, event_id: str,
                   nearest_seq: int, px: float, stat_x: int, st: dict[str, Any]) -> AlertDecision:
@@ -1050,36 +1175,88 @@ class AdversarialDetector:
 
     # ------------------------------------------------------------------------------------- campaigns
 
-    def _campaigns(self, hits: list[tuple[int, int, int, int]], slots: I64, z: npt.NDArray[np.float32], pred: I64,
+    def _merge(self, ca: int, cb: int) -> int:
+        """Fold one campaign into the other (the reported, else the older one survives); its id."""
+        keep, drop = (ca, cb) if (self._camps[ca][2] > 0, -ca) >= (self._camps[cb][2] > 0, -cb) else (cb, ca)
+        d = self._camps.pop(drop)
+        kc = self._camps[keep]
+        kc[0] += d[0]
+        kc[1] += d[1]
+        kc[4] = list(dict.fromkeys(kc[4] + d[4]))[: self.campaign_members]
+        for name in d[4]:
+            sl = self._index.get(name)
+            if sl is not None and self._campaign[sl] == drop:
+                self._campaign[sl] = keep
+        return keep
+
+    def _campaigns(self, hits: tuple[I64, I64, I64, I64], slots: I64, z: npt.NDArray[np.float32], pred: I64,
                    n_seen: I64, seqs: I64, ts: I64, event_ids: npt.NDArray[Any]) -> list[AlertDecision]:
         out: list[AlertDecision] = []
-        if not hits:
+        hi, h_slot, h_uid, h_pred = hits
+        if len(hi) == 0:
             return out
-        for i, other_slot, other_uid, other_pred in hits:
-            s = int(slots[i])
+        # Only two kinds of hit change state: flips (boundary evidence), and any hit touching a campaign
+        # member. Members are members at the batch start or clients of this batch's flips, so every other hit
+        # (most of them: popular inputs resent by many clients) is dropped here, in numpy.
+        h_s = slots[hi]
+        h_o = np.where(self._uid[h_slot] == h_uid, h_slot, -1)  # -1: evicted since
+        flip_h = h_pred != pred[hi]
+        touched = np.concatenate([h_s[flip_h], h_o[flip_h & (h_o >= 0)]])
+        mem_s = (self._campaign[h_s] >= 0) | np.isin(h_s, touched)
+        mem_o = (h_o >= 0) & ((self._campaign[np.maximum(h_o, 0)] >= 0) | np.isin(h_o, touched))
+        sel = np.flatnonzero(flip_h | mem_s | mem_o)
+        for i, s, o, other_pred in zip(hi[sel].tolist(), h_s[sel].tolist(), h_o[sel].tolist(), h_pred[sel].tolist(),
+                                       strict=True):
+            if o >= 0:
+                # Remember which campaign a near-duplicate partner belongs to: the accounts of one split
+                # search keep matching each other's queries, flip or not, so a new boundary pair among them
+                # extends that campaign instead of opening another one.
+                if self._campaign[o] >= 0:
+                    self._camp_link[s] = self._campaign[o]
+                if self._campaign[s] >= 0:
+                    self._camp_link[o] = self._campaign[s]
+                # two campaigns whose members send near-duplicates of each other's queries are one search
+                cs_, co_ = int(self._campaign[s]), int(self._campaign[o])
+                if cs_ != co_ and cs_ in self._camps and co_ in self._camps:
+                    self._merge(cs_, co_)
             # A flip between near-duplicates from different clients: a boundary being probed. (A popular
             # borderline input resent by many clients has a low margin but the same class: not a search.)
             if other_pred == pred[i]:
                 continue
-            o = other_slot if self._uid[other_slot] == other_uid else -1  # -1: evicted since
             self._camp_hits[s] += 1
             if o >= 0:
                 self._camp_hits[o] += 1
             # Members must be mostly boundary hits: a benign client that once sent the input an attack
-            # started from (a flip against the attack's queries) stays out.
-            if self._camp_hits[s] < self.campaign_share * n_seen[i]:
+            # started from (a flip against the attack's queries) stays out. And at least two: one flip is
+            # what any client gets who sends, with a little noise, a borderline input many others send too.
+            if self._camp_hits[s] < max(2.0, self.campaign_share * n_seen[i]):
                 continue
-            if o >= 0 and self._campaign[o] < 0 and self._camp_hits[o] < 2:
+            # The same share rule for the matched client: a heavy benign client whose stored inputs an attack
+            # walks past collects a few hits, but they are a tiny share of its queries.
+            if o >= 0 and (self._camp_hits[o] < 2 or self._camp_hits[o] < self.campaign_share * self._count[o]):
                 o = -1
             ca = int(self._campaign[s])
             cb = int(self._campaign[o]) if o >= 0 else -1
             ca = ca if ca in self._camps else -1  # forgotten, or merged while over the member cap
             cb = cb if cb in self._camps else -1
+            if ca < 0 and cb < 0:
+                for lk in (int(self._camp_link[s]), int(self._camp_link[o]) if o >= 0 else -1):
+                    if lk in self._camps:
+                        ca = lk
+                        break
             if ca < 0 and cb < 0 and self._camps:
-                # a new pair near an ongoing campaign's last query joins it (one search, one campaign)
+                # A new pair near an ongoing campaign joins it (one search, one campaign): near one of the
+                # campaign's recent boundary hits, this query or one of the pair's own earlier queries (a split
+                # search that jumped ahead still has accounts whose last queries were where it probed before).
                 cids = list(self._camps)
-                cz = np.stack([self._camps[c][5] for c in cids])
-                dz = np.sqrt(((cz - z[i]) ** 2).sum(axis=1))
+                cz = np.stack([self._camps[c][5] for c in cids])  # (campaigns, ring, d)
+                pts = [z[i][None].astype(np.float32)]
+                for sl in (s, o):
+                    if sl >= 0:
+                        pts.append(self._ring[sl, : min(int(self._count[sl]), self.history)].astype(np.float32))
+                pz = np.concatenate(pts)
+                d2 = ((cz[:, :, None, :] - pz[None, None, :, :]) ** 2).sum(axis=3)
+                dz = np.sqrt(np.nan_to_num(d2, nan=np.inf).min(axis=(1, 2)))
                 j = int(np.argmin(dz))
                 if dz[j] < self.campaign_radius * self.artifact.tau_close:
                     ca = cids[j]
@@ -1092,23 +1269,13 @@ class AdversarialDetector:
                             self._campaign[sl] = -1
                 cid = self._next_camp
                 self._next_camp += 1
-                self._camps[cid] = [0, 0, 0, -1, [], z[i].copy()]
+                self._camps[cid] = [0, 0, 0, -1, [], np.full((_CAMP_RING, z.shape[1]), np.nan, dtype=np.float32)]
             elif ca >= 0 and cb >= 0 and ca != cb:
-                keep, drop = (ca, cb) if (self._camps[ca][2] > 0, -ca) >= (self._camps[cb][2] > 0, -cb) else (cb, ca)
-                d = self._camps.pop(drop)
-                kc = self._camps[keep]
-                kc[0] += d[0]
-                kc[1] += d[1]
-                kc[4] = list(dict.fromkeys(kc[4] + d[4]))[: self.campaign_members]
-                for name in d[4]:
-                    sl = self._index.get(name)
-                    if sl is not None and self._campaign[sl] == drop:
-                        self._campaign[sl] = keep
-                cid = keep
+                cid = self._merge(ca, cb)
             else:
                 cid = ca if ca >= 0 else cb
             c = self._camps[cid]
-            c[5] = z[i].copy()
+            c[5][c[0] % _CAMP_RING] = z[i]
             c[0] += 1
             c[1] += 1
             for slot in (s, o):

@@ -229,7 +229,7 @@ def test_memory_is_bounded_per_client(artifact: AdversarialArtifact) -> None:
         ids = [f"c{i}" for i in range(s, s + 3000)]
         d.update(batch(rng.normal(size=(3000, F)), ids, np.full(3000, s)), seq=s)
     assert d.n_clients <= 5000
-    index = sum(getattr(d, n).nbytes for n in ("_ix_key", "_ix_uid", "_ix_seq", "_ix_pred", "_ix_slot"))
+    index = d._ix.nbytes
     assert (d.memory_bytes() - index) / 5000 <= 1400
 
 
@@ -271,6 +271,94 @@ def test_split_search_over_20_clients_is_one_campaign(artifact: AdversarialArtif
     state = d.snapshot()
     assert state["campaign.id"].tolist() == [int(camp[0].evidence["campaign"][1:])]
     assert set(state["campaign.members"].tolist()) == sybils
+
+
+@pytest.mark.parametrize(("gain", "offset"), [(1.0, 1.5), (0.5, 0.0), (0.3, 1.0)])
+def test_population_shift_is_left_to_drift(artifact: AdversarialArtifact, gain: float, offset: float) -> None:
+    """Every client's inputs move (a recalibrated sensor: gain and offset) and the anomaly flags turn on for
+    everyone: no client is singled out, neither as a search nor as an ood extraction (that is drift)."""
+    rng = np.random.default_rng(12)
+    parts: list[tuple[Any, Any, Any]] = []
+    for u in range(200):
+        parts.append((rng.normal(size=(40, F)), [f"user{u}"] * 40, rng.uniform(0, 300_000) + np.arange(40) * 9_000.0))
+    for u in range(20):
+        r = retry_client(rng, 15)
+        parts.append((r, [f"retry{u}"] * len(r), rng.uniform(0, 300_000) + np.arange(len(r)) * 2_000.0))
+    x = np.concatenate([p[0] for p in parts])
+    c = np.concatenate([np.asarray(p[1], dtype=object) for p in parts])
+    t = np.concatenate([p[2] for p in parts]).astype(np.int64)
+    o = np.argsort(t, kind="stable")
+    x, c, t = x[o], c[o], t[o]
+    shifted = t >= 200_000
+    x[shifted] = x[shifted] * gain + offset
+    b = batch(x, c, t)
+    d = det(artifact, max_clients=5000)
+    out: list[AlertDecision] = []
+    for s in range(0, len(b), 500):
+        out += d.update(b.take(slice(s, s + 500)), seq=s, ood=shifted[s : s + 500])
+    assert [a for a in out if a.kind in ("evasion_probing", "model_extraction")] == []
+    # the same shift confined to one client is still that client's anomaly
+    d = det(artifact, max_clients=5000)
+    one = c == "user0"
+    x2 = np.where(one[:, None], x, np.where(shifted[:, None], (x - offset) / gain, x))
+    out = d.update(batch(x2, c, t), seq=0, ood=shifted & one)
+    assert {a.client_id for a in out if a.severity != "info"} == {"user0"}
+
+
+def test_heavy_hitters_counted_on_slots_match_plain_space_saving(artifact: AdversarialArtifact) -> None:
+    """The detector counts heavy hitters on client slots and names only the keys that can enter the summary;
+    the summary is the one plain Space-Saving keeps over the same keys."""
+    rng = np.random.default_rng(13)
+    d = det(artifact, heavy_hitters=8)
+    plain = SpaceSaving(8)
+    for s in range(0, 3000, 500):
+        ids = np.array([f"c{i}" for i in rng.zipf(1.5, 500) % 200], dtype=object)
+        d.update(batch(rng.normal(size=(500, F)), ids, np.full(500, s * 10)), seq=s)
+        plain.add(ids)
+    assert d.heavy_hitters_top(8) == plain.top(8)
+
+
+def test_popular_input_does_not_pull_a_heavy_client_into_a_campaign(artifact: AdversarialArtifact) -> None:
+    """A split search probes around a boundary point that a heavy benign client also sends (with tiny noise):
+    the client collects boundary hits, but they are a small share of its queries, so the campaign lists the
+    sybils only."""
+    rng = np.random.default_rng(14)
+    w = boundary_walk(rng, n_grad=200)
+    xb = w[-200:].mean(axis=0)
+    near_xb = xb + rng.normal(scale=0.0025 * np.linalg.norm(w[1] - w[0]), size=(60, F))
+    heavy = np.concatenate([rng.normal(size=(300, F)), near_xb])
+    x = np.concatenate([w, heavy])
+    c = [f"sybil{i % 20}" for i in range(len(w))] + ["heavy"] * len(heavy)
+    t = np.r_[np.arange(len(w)) * 500, np.sort(rng.uniform(0, len(w) * 500, len(heavy)))].astype(np.int64)
+    o = np.argsort(t, kind="stable")
+    d = det(artifact)
+    out = d.update(batch(x[o], np.asarray(c, dtype=object)[o], t[o]), seq=0)
+    assert [a for a in out if a.client_id is None]
+    state = d.snapshot()
+    heavy_row = state["client.id"].tolist().index("heavy")
+    assert state["client.camp_hits"][heavy_row] >= 2  # it did collect boundary hits
+    assert "heavy" not in set(state["campaign.members"].tolist())
+
+
+def test_popular_borderline_inputs_with_noise_are_no_campaign(artifact: AdversarialArtifact) -> None:
+    """Many clients each send, among ordinary queries, a noisy copy of one of a few popular borderline inputs (a
+    photo of one ambiguous object): cross-client near-duplicates whose class flips, one per client. No campaign."""
+    rng = np.random.default_rng(15)
+    border = []
+    while len(border) < 5:
+        x = rng.normal(size=F)
+        p = MODEL.proba(x[None])[0]
+        top = np.sort(p)[-2:]
+        if top[1] - top[0] < 0.05:
+            border.append(x)
+    xs, cs = [], []
+    for u in range(400):
+        xs += [border[int(rng.integers(0, 5))] + rng.normal(scale=0.02, size=F), *rng.normal(size=(2, F))]
+        cs += [f"user{u}"] * 3
+    o = rng.permutation(len(xs))
+    d = det(artifact, max_clients=5000)
+    out = d.update(batch(np.array(xs)[o], np.asarray(cs, dtype=object)[o], np.arange(len(xs)) * 100), seq=0)
+    assert [a for a in out if a.client_id is None] == []
 
 
 def test_constructor_validates(artifact: AdversarialArtifact) -> None:
