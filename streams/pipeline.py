@@ -19,6 +19,7 @@ import numpy.typing as npt
 from baselines.build import LoadedBaseline
 from detector.adversarial import AdversarialDetector
 from detector.anomaly import AnomalyDetector
+from detector.errors import SnapshotError
 from detector.labels import LabelJoin
 from detector.monitor import FiredAlert, ModelMonitor, MonitorResult
 from detector.performance import PerformanceMonitor
@@ -315,6 +316,7 @@ class Pipeline:
         self.decoder = Decoder(
             {m: b.reference.schema for m, b in self.baselines.items()}, max_message_bytes=max_message_bytes
         )
+        self._settings = settings
         self.monitors = {m: build_monitor(b, settings) for m, b in self.baselines.items()}
         # Count windows reach back at most size + step events; the event-time drift window as far
         # as its oldest event still counted (asked of the monitor after each chunk).
@@ -449,7 +451,15 @@ class Pipeline:
         restored = []
         for (model, version), parts in grouped.items():
             if model in self.monitors and self.baselines[model].version == version:
-                self.monitors[model].restore(parts["monitor"])
+                try:
+                    self.monitors[model].restore(parts["monitor"])
+                except SnapshotError as e:
+                    # e.g. written by an older inferwatch whose detector state had another layout: the
+                    # offsets still hold, so no event is lost; only this model's windows start empty.
+                    log.warning("checkpoint state of %s/%s cannot be restored (%s); its detectors start afresh",
+                                model, version, e)
+                    self.monitors[model] = build_monitor(self.baselines[model], self._settings)
+                    continue
                 self._positions[model].restore(parts["positions"], self.monitors[model].seq)
                 restored.append(model)
             else:

@@ -224,3 +224,21 @@ def test_detection_digest_follows_the_adversarial_settings_without_carrying_secr
     assert len(digests) == 4
     # service-only settings (where to read, how often to checkpoint) keep the alert ids
     assert Settings.model_validate({"checkpoint": {"interval_s": 7}}).detection_digest() == base.detection_digest()
+
+
+def test_state_of_an_older_layout_starts_that_model_afresh(baseline: Any) -> None:
+    # a checkpoint written by a version whose adversarial state had other arrays must not stop the service
+    lines = _stream()
+    settings = Settings()
+    first = Pipeline({"credit-risk": baseline}, settings, config_digest=settings.detection_digest())
+    first.process(lines[:3_000], Positions.file_lines("s.jsonl", 1, 3_000))
+    state = {k: np.array(v) for k, v in first.snapshot().items() if not k.endswith("adversarial.client.slot")}
+    assert len(state) < len(first.snapshot())
+    second = Pipeline({"credit-risk": baseline}, settings, config_digest=settings.detection_digest())
+    assert second.restore(state) == []
+    fresh = Pipeline({"credit-risk": baseline}, settings, config_digest=settings.detection_digest())
+    rest = lines[3_000:6_000]
+    pos = Positions.file_lines("s.jsonl", 3_001, len(rest))
+    assert [a["alert_id"] for a in second.process(rest, pos).alerts] == [
+        a["alert_id"] for a in fresh.process(rest, pos).alerts
+    ]
