@@ -53,9 +53,14 @@ def artifact() -> AdversarialArtifact:
 def batch(x: npt.NDArray[np.float64], clients: Any, ts: Any, first_id: int = 0) -> EventBatch:
     p = MODEL.proba(x)
     n = len(x)
-    return EventBatch.from_arrays(x, client_id=np.asarray(clients, dtype=object), ts=np.asarray(ts, dtype=np.int64),
-                                  proba=p, prediction_code=p.argmax(1),
-                                  event_id=[f"e{first_id + i}" for i in range(n)])
+    return EventBatch.from_arrays(
+        x,
+        client_id=np.asarray(clients, dtype=object),
+        ts=np.asarray(ts, dtype=np.int64),
+        proba=p,
+        prediction_code=p.argmax(1),
+        event_id=[f"e{first_id + i}" for i in range(n)],
+    )
 
 
 def boundary_walk(rng: np.random.Generator, n_grad: int = 60) -> npt.NDArray[np.float64]:
@@ -118,9 +123,9 @@ def mixed_stream(rng: np.random.Generator) -> EventBatch:
 
 
 def key(a: AlertDecision) -> tuple[Any, ...]:
-    ev = {k: v for k, v in a.evidence.items() if k != "heavy_hitters"}
-    return (a.kind, a.status, a.severity, a.client_id, a.pane, a.incident, a.statistic,
-            round(a.value, 6), sorted((k, round(v, 6) if isinstance(v, float) else v) for k, v in ev.items()))
+    """Everything an alert says, floats included to the last digit (the same events give the same alerts)."""
+    ev = {k: tuple(v) if isinstance(v, list) else v for k, v in a.evidence.items()}
+    return (a.kind, a.status, a.severity, a.client_id, a.pane, a.incident, a.statistic, a.value, sorted(ev.items()))
 
 
 def test_artifact_round_trip(artifact: AdversarialArtifact) -> None:
@@ -246,8 +251,9 @@ def test_pseudonymized_ids_are_stable_and_not_raw(artifact: AdversarialArtifact)
     d = det(artifact, pseudonymize_key=b"k2")
     other = {a.client_id for a in d.update(batch(w, ["eve"] * len(w), np.arange(len(w)) * 500), seq=0)}
     assert other and other != names[0] and "eve" not in other
-    assert all("eve" not in a.message for a in d.update(batch(w, ["eve"] * len(w), np.arange(len(w)) * 500),
-                                                         seq=len(w)))
+    assert all(
+        "eve" not in a.message for a in d.update(batch(w, ["eve"] * len(w), np.arange(len(w)) * 500), seq=len(w))
+    )
 
 
 def test_split_search_over_20_clients_is_one_campaign(artifact: AdversarialArtifact) -> None:
@@ -378,3 +384,112 @@ def test_space_saving_keeps_heavy_keys() -> None:
         s.add(part)
     top = s.top(1)[0]
     assert top[0] == "h" and top[1] - top[2] <= 300 <= top[1]
+
+
+def campaign_stream(rng: np.random.Generator) -> EventBatch:
+    """Two split searches (20 and 8 sybils) with benign users and a heavy client that resends, with tiny noise, a
+    point the first search probes around (its count grows during the batch: the campaign share rule must read it
+    at the hit's row)."""
+    w = boundary_walk(rng, n_grad=200)
+    w2 = boundary_walk(rng, n_grad=120)
+    xb = w[-200:].mean(axis=0)
+    heavy = np.concatenate(
+        [rng.normal(size=(150, F)), xb + rng.normal(scale=0.0025 * np.linalg.norm(w[1] - w[0]), size=(40, F))]
+    )
+    benign = rng.normal(size=(300, F))
+    x = np.concatenate([w, w2, heavy, benign])
+    c = (
+        [f"sybil{i % 20}" for i in range(len(w))]
+        + [f"bot{i % 8}" for i in range(len(w2))]
+        + ["heavy"] * len(heavy)
+        + [f"user{i % 40}" for i in range(len(benign))]
+    )
+    t = np.r_[
+        np.arange(len(w)) * 500,
+        20_000 + np.arange(len(w2)) * 700,
+        np.sort(rng.uniform(0, len(w) * 500, len(heavy))),
+        rng.uniform(0, len(w) * 500, len(benign)),
+    ]
+    o = np.argsort(t.astype(np.int64), kind="stable")
+    return batch(x[o], np.asarray(c, dtype=object)[o], t.astype(np.int64)[o])
+
+
+def feed(d: AdversarialDetector, b: EventBatch, bounds: list[int], start: int = 0) -> list[tuple[Any, ...]]:
+    """Alerts of ``b[start:]`` fed in chunks ending at ``bounds``, keyed on stream position (``pane``), with the
+    row mapping checked."""
+    out: list[tuple[Any, ...]] = []
+    s = start
+    for e in bounds:
+        for a in d.update(b.take(slice(s, e)), seq=s):
+            assert a.pane == s + a.event_index and a.evidence["event_id"] == f"e{a.pane}"
+            out.append((*key(a), a.columns, tuple(a.evidence.get("clients", ()))))
+        s = e
+    return out
+
+
+def test_campaign_decisions_do_not_depend_on_batch_boundaries(artifact: AdversarialArtifact) -> None:
+    """The same events give the same alerts (campaigns included) in one batch, row by row, in random chunks and
+    across a snapshot/restore: per-client state is read as it was at each event, never after the batch."""
+    b = campaign_stream(np.random.default_rng(16))
+    n = len(b)
+    whole = feed(det(artifact), b, [n])
+    assert sum(1 for a in whole if a[3] is None) >= 2  # campaign alerts, the thing under test
+    assert feed(det(artifact), b, list(range(1, n + 1))) == whole
+    rng = np.random.default_rng(17)
+    for _ in range(3):
+        cuts = np.cumsum(rng.integers(1, 120, size=n))
+        assert feed(det(artifact), b, [*cuts[cuts < n].tolist(), n]) == whole
+    for h in (n // 3, 2 * n // 3):
+        first = det(artifact)
+        got = feed(first, b, [*range(100, h, 100), h])
+        second = det(artifact)
+        second.restore(first.snapshot())
+        assert got + feed(second, b, [n], start=h) == whole
+
+
+@pytest.mark.parametrize(
+    "ood",
+    [
+        False,
+        pytest.param(
+            True,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="known: near an ood query the tight term is not gated (a Boundary search from noise starts "
+                "as the same tight ood cluster with no flip, margin or line step)",
+            ),
+        ),
+    ],
+)
+def test_resending_one_input_is_no_search(artifact: AdversarialArtifact, ood: bool) -> None:
+    """A client retrying one input 30 times with small noise: its queries are a tight cluster (and near-duplicates
+    of an ood input, when it is one), but no class flips, no small margin and no steady progress, so no search."""
+    rng = np.random.default_rng(18)
+    for _ in range(5):
+        x0 = rng.normal(size=F) * (4.0 if ood else 1.0)
+        x = x0 + rng.normal(scale=0.01, size=(30, F))
+        d = det(artifact)
+        out = d.update(batch(x, ["retry"] * 30, np.arange(30) * 2_000), seq=0, ood=np.full(30, ood))
+        assert [a for a in out if a.kind == "evasion_probing"] == [], out
+    # the same client then walking along the boundary is still caught (the retries do not mask a search)
+    w = boundary_walk(rng)
+    out = d.update(batch(w, ["retry"] * len(w), 60_000 + np.arange(len(w)) * 500), seq=30)
+    assert [a.client_id for a in out if a.kind == "evasion_probing" and a.status == "open"] == ["retry"]
+
+
+def test_decayed_rate_is_bit_identical_across_batchings(artifact: AdversarialArtifact) -> None:
+    """Bursts separated by quiet hours (so one batch spans many decay times, the fallback path too): the decayed
+    rate, its state and the flood alerts are bit-identical in one batch, row by row and in chunks."""
+    rng = np.random.default_rng(19)
+    t = np.concatenate([h * 36_000_000 + np.sort(rng.integers(0, 20_000, 300)) for h in range(4)])  # 10 h apart
+    c = np.where(rng.random(len(t)) < 0.8, "burst", "calm").astype(object)
+    b = batch(rng.normal(size=(len(t), F)), c, t)
+    n = len(b)
+    runs = []
+    for bounds in ([n], list(range(1, n + 1)), [*range(97, n, 97), n]):
+        d = det(artifact)
+        runs.append((feed(d, b, bounds), d.snapshot()))
+    assert any(a[0] == "query_flood" and a[1] == "open" for a in runs[0][0])
+    for out, state in runs[1:]:
+        assert out == runs[0][0]  # the alerts, evidence.rate_per_s included
+        assert all(np.array_equal(v, runs[0][1][k]) for k, v in state.items() if k.startswith("client."))
