@@ -235,9 +235,7 @@ def canonical_json(obj: Any) -> bytes:
     >>> canonical_json({"b": 1, "a": [1.5, "é"]})
     b'{"a":[1.5,"\\xc3\\xa9"],"b":1}'
     """
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
-        "utf-8"
-    )
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
 def content_version(model_id: str, digests: Mapping[str, str], meta: Mapping[str, Any]) -> str:
@@ -291,9 +289,7 @@ def _check_name(value: Any, what: str) -> str:
 def _check_model_id(model_id: Any) -> str:
     _check_name(model_id, "model id")
     if model_id in _RESERVED_MODEL_IDS:
-        raise InvalidInputError(
-            f"invalid model id {model_id!r}: the name is reserved for the store's own files"
-        )
+        raise InvalidInputError(f"invalid model id {model_id!r}: the name is reserved for the store's own files")
     return str(model_id)
 
 
@@ -310,9 +306,7 @@ def _check_text(value: Any, what: str, *, allow_empty: bool) -> str:
 
 def _prepare_arrays(arrays: Any) -> dict[str, Array]:
     if not isinstance(arrays, Mapping):
-        raise InvalidInputError(
-            f"arrays must be a mapping of name -> numpy array, got {type(arrays).__name__}"
-        )
+        raise InvalidInputError(f"arrays must be a mapping of name -> numpy array, got {type(arrays).__name__}")
     out: dict[str, Array] = {}
     folded: dict[str, str] = {}
     for name, value in arrays.items():
@@ -325,8 +319,7 @@ def _prepare_arrays(arrays: Any) -> dict[str, Array]:
         folded[name.lower()] = name
         if isinstance(value, np.ma.MaskedArray):
             raise InvalidInputError(
-                f"array {name!r} is a masked array, whose mask .npy cannot keep; "
-                "store the mask as an array of its own"
+                f"array {name!r} is a masked array, whose mask .npy cannot keep; store the mask as an array of its own"
             )
         arr = np.asarray(value)
         if arr.dtype.hasobject:
@@ -353,9 +346,7 @@ def _plain_json(value: Any, path: str) -> Any:
         return int(value)
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise InvalidInputError(
-                f"{path} is {value!r}: JSON has no NaN or infinity; store null or a string"
-            )
+            raise InvalidInputError(f"{path} is {value!r}: JSON has no NaN or infinity; store null or a string")
         return float(value)
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
@@ -768,9 +759,7 @@ class BaselineStore:
                     "promote a version explicitly to bring them back in line"
                 )
             if len(stack) < 2:
-                raise StoreError(
-                    f"model {model_id}: nothing to roll back to, {current} is the first version promoted"
-                )
+                raise StoreError(f"model {model_id}: nothing to roll back to, {current} is the first version promoted")
             target = stack[-2]
             self._inspect(model_id, target).raise_first(f"refusing to roll back {model_id} to {target}: ")
             self._set_active(model_id, target, current, "rollback", actor, reason)
@@ -908,9 +897,7 @@ class BaselineStore:
             choices = ", ".join(self._version_ids(model_id))
             raise BaselineNotFound(f"model {model_id} has no active version; promote one of: {choices}")
         if not (self.root / model_id / active).is_dir():
-            raise BaselineNotFound(
-                f"model {model_id}: its active version {active} is missing from {self.root}"
-            )
+            raise BaselineNotFound(f"model {model_id}: its active version {active} is missing from {self.root}")
         return active
 
     def _read_active(self, model_id: str) -> str | None:
@@ -942,8 +929,7 @@ class BaselineStore:
             return _parse_manifest(raw)
         except _FormatError as e:
             raise StoreError(
-                f"{label}: {_MANIFEST} has format {e.fmt!r}, this inferwatch reads format {FORMAT}; "
-                "upgrade inferwatch"
+                f"{label}: {_MANIFEST} has format {e.fmt!r}, this inferwatch reads format {FORMAT}; upgrade inferwatch"
             ) from None
         except (ValueError, UnicodeDecodeError) as e:
             raise IntegrityError(
@@ -973,15 +959,12 @@ class BaselineStore:
             insp.problems.append(
                 _Problem(
                     SignatureError,
-                    f"{label} is not signed, and this store only accepts baselines signed "
-                    f"with key {self.key_id!r}",
+                    f"{label} is not signed, and this store only accepts baselines signed with key {self.key_id!r}",
                 )
             )
         elif sig["alg"] != SIGNATURE_ALG:
             insp.problems.append(
-                _Problem(
-                    SignatureError, f"{label} is signed with {sig['alg']!r}; only {SIGNATURE_ALG} is accepted"
-                )
+                _Problem(SignatureError, f"{label} is signed with {sig['alg']!r}; only {SIGNATURE_ALG} is accepted")
             )
         elif sig["key_id"] != self.key_id:
             insp.problems.append(

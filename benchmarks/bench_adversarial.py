@@ -75,8 +75,9 @@ class Recorder:
         return out
 
 
-def _run(name: str, clf: Any, xte: npt.NDArray[np.float64], yte: npt.NDArray[np.int64]
-         ) -> list[npt.NDArray[np.float64]]:
+def _run(
+    name: str, clf: Any, xte: npt.NDArray[np.float64], yte: npt.NDArray[np.int64]
+) -> list[npt.NDArray[np.float64]]:
     """One query log per attacked sample."""
     from art.attacks.evasion import BoundaryAttack, HopSkipJump, SignOPTAttack, ZooAttack
     from art.estimators.classification import BlackBoxClassifier, BlackBoxClassifierNeuralNetwork
@@ -108,14 +109,23 @@ def _run(name: str, clf: Any, xte: npt.NDArray[np.float64], yte: npt.NDArray[np.
             if name == "hsj":
                 atk = HopSkipJump(bb, max_iter=4, max_eval=150, init_eval=20, init_size=50, verbose=False)
             elif name == "boundary":
-                atk = BoundaryAttack(bb, targeted=False, max_iter=40, num_trial=10, sample_size=10, init_size=50,
-                                     verbose=False)
+                atk = BoundaryAttack(
+                    bb, targeted=False, max_iter=40, num_trial=10, sample_size=10, init_size=50, verbose=False
+                )
             elif name == "signopt":
-                atk = SignOPTAttack(bb, targeted=False, num_trial=20, max_iter=20, query_limit=1500, k=50,
-                                    verbose=False)
+                atk = SignOPTAttack(
+                    bb, targeted=False, num_trial=20, max_iter=20, query_limit=1500, k=50, verbose=False
+                )
             elif name == "zoo":
-                atk = ZooAttack(bb, max_iter=10, nb_parallel=16, use_resize=False, use_importance=False,
-                                binary_search_steps=1, verbose=False)
+                atk = ZooAttack(
+                    bb,
+                    max_iter=10,
+                    nb_parallel=16,
+                    use_resize=False,
+                    use_importance=False,
+                    binary_search_steps=1,
+                    verbose=False,
+                )
             else:
                 raise ValueError(name)
             atk.generate(x0.astype(np.float32))
@@ -188,8 +198,6 @@ def attack_logs() -> dict[str, list[npt.NDArray[np.float64]]]:
     return out
 
 
-
-
 # ----------------------------------------------------------------------------------------- stream
 
 
@@ -207,15 +215,21 @@ class Stream:
 
 def _part(x: Any, client: Any, ts: Any, group: str, inst: int = -1, qidx: Any = None) -> dict[str, Any]:
     n = len(x)
-    return {"x": np.asarray(x, dtype=np.float64), "client": np.asarray(client, dtype=object).reshape(-1)
-            if not isinstance(client, str) else np.full(n, client, dtype=object),
-            "ts": np.asarray(ts, dtype=np.int64), "group": np.full(n, group, dtype=object),
-            "inst": np.full(n, inst, dtype=np.int64),
-            "qidx": np.full(n, -1, dtype=np.int64) if qidx is None else np.asarray(qidx, dtype=np.int64)}
+    return {
+        "x": np.asarray(x, dtype=np.float64),
+        "client": np.asarray(client, dtype=object).reshape(-1)
+        if not isinstance(client, str)
+        else np.full(n, client, dtype=object),
+        "ts": np.asarray(ts, dtype=np.int64),
+        "group": np.full(n, group, dtype=object),
+        "inst": np.full(n, inst, dtype=np.int64),
+        "qidx": np.full(n, -1, dtype=np.int64) if qidx is None else np.asarray(qidx, dtype=np.int64),
+    }
 
 
-def benign_parts(xte: npt.NDArray[np.float64], yte: npt.NDArray[np.int64], rng: np.random.Generator,
-                 horizon_s: float, tag: str = "") -> list[dict[str, Any]]:
+def benign_parts(
+    xte: npt.NDArray[np.float64], yte: npt.NDArray[np.int64], rng: np.random.Generator, horizon_s: float, tag: str = ""
+) -> list[dict[str, Any]]:
     parts = []
     for c in range(300):  # ordinary clients
         n = int(rng.integers(20, 61))
@@ -246,8 +260,13 @@ def benign_parts(xte: npt.NDArray[np.float64], yte: npt.NDArray[np.int64], rng: 
     return parts
 
 
-def attack_parts(logs: dict[str, list[npt.NDArray[np.float64]]], variant: str, xte: npt.NDArray[np.float64],
-                 rng: np.random.Generator, horizon_s: float) -> list[dict[str, Any]]:
+def attack_parts(
+    logs: dict[str, list[npt.NDArray[np.float64]]],
+    variant: str,
+    xte: npt.NDArray[np.float64],
+    rng: np.random.Generator,
+    horizon_s: float,
+) -> list[dict[str, Any]]:
     parts = []
     for name, insts in logs.items():
         for i, q in enumerate(insts):
@@ -287,13 +306,20 @@ def write_jsonl(stream: Stream, path: Path, model_id: str = "digits-mlp") -> int
     with path.open("w", encoding="utf-8") as f:
         for i in range(len(stream.ts)):
             p = stream.proba[i]
-            f.write(json.dumps({
-                "event_id": f"e{i}", "ts": int(stream.ts[i]), "model_id": model_id,
-                "client_id": str(stream.client[i]),
-                "features": dict(zip(names, stream.x[i].round(6).tolist(), strict=True)),
-                "prediction": str(int(np.argmax(p))),
-                "probabilities": {str(k): round(float(v), 6) for k, v in enumerate(p)},
-            }) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "event_id": f"e{i}",
+                        "ts": int(stream.ts[i]),
+                        "model_id": model_id,
+                        "client_id": str(stream.client[i]),
+                        "features": dict(zip(names, stream.x[i].round(6).tolist(), strict=True)),
+                        "prediction": str(int(np.argmax(p))),
+                        "probabilities": {str(k): round(float(v), 6) for k, v in enumerate(p)},
+                    }
+                )
+                + "\n"
+            )
     return len(stream.ts)
 
 
@@ -343,9 +369,14 @@ def run_detector(stream: Stream, det: AdversarialDetector, batch: int = 2000) ->
     for s in range(0, len(stream.ts), batch):
         e = min(len(stream.ts), s + batch)
         p = stream.proba[s:e]
-        b = EventBatch.from_arrays(stream.x[s:e], ts=stream.ts[s:e], client_id=stream.client[s:e],
-                                   event_id=[f"e{i}" for i in range(s, e)], proba=p,
-                                   prediction_code=np.argmax(p, axis=1))
+        b = EventBatch.from_arrays(
+            stream.x[s:e],
+            ts=stream.ts[s:e],
+            client_id=stream.client[s:e],
+            event_id=[f"e{i}" for i in range(s, e)],
+            proba=p,
+            prediction_code=np.argmax(p, axis=1),
+        )
         t0 = time.perf_counter()
         alerts.extend(det.update(b, seq=s, ood=stream.ood[s:e]))
         dt += time.perf_counter() - t0
@@ -439,7 +470,7 @@ class BlacklightLike:
     def step_(self, x: npt.NDArray[np.float64]) -> bool:
         q = np.floor(x / self.step).astype(np.int64)
         win = np.lib.stride_tricks.sliding_window_view(q, self.window)
-        h = np.unique((win * self.mult).sum(1))[-self.top:]
+        h = np.unique((win * self.mult).sum(1))[-self.top :]
         ids = [self.index.get(int(v)) for v in h]
         cnt: dict[int, int] = defaultdict(int)
         for i in ids:
@@ -452,8 +483,9 @@ class BlacklightLike:
         return flag
 
 
-def run_references(stream: Stream, xref: npt.NDArray[np.float64], rng: np.random.Generator
-                   ) -> dict[str, npt.NDArray[np.bool_]]:
+def run_references(
+    stream: Stream, xref: npt.NDArray[np.float64], rng: np.random.Generator
+) -> dict[str, npt.NDArray[np.bool_]]:
     knn, prada, bl = StatefulKNN(xref), Prada(xref, rng), BlacklightLike()
     out = {n: np.zeros(len(stream.ts), dtype=bool) for n in ("Stateful k-NN", "PRADA", "Blacklight-like")}
     for i in range(len(stream.ts)):
@@ -489,10 +521,14 @@ def per_attack(stream: Stream, flags: npt.NDArray[np.bool_]) -> dict[str, dict[s
                 det += 1
                 f = min(firsts)
                 delays.append(int((mi <= f).sum()))
-        res[g] = {"instances": n_inst, "detected": det, "queries": int(m.sum()),
-                  "median": float(np.median(delays)) if delays else float("nan"),
-                  "p90": float(np.quantile(delays, 0.9)) if delays else float("nan"),
-                  "flagged_share": float(flags[m].mean()) if m.any() else float("nan")}
+        res[g] = {
+            "instances": n_inst,
+            "detected": det,
+            "queries": int(m.sum()),
+            "median": float(np.median(delays)) if delays else float("nan"),
+            "p90": float(np.quantile(delays, 0.9)) if delays else float("nan"),
+            "flagged_share": float(flags[m].mean()) if m.any() else float("nan"),
+        }
     return res
 
 
@@ -520,10 +556,12 @@ def campaign_summary(stream: Stream, alerts: list[Any]) -> str:
     by_attack: dict[str, int] = defaultdict(int)
     for o in per_inst:
         by_attack[o.rsplit("-", 1)[0]] += 1
-    return (f"{len(members)} campaigns ({n_updates} updates) for {len(per_inst)} attack instances "
-            f"({', '.join(f'{k} {v}/{N_TARGETS}' for k, v in sorted(by_attack.items())) or 'none'}); campaigns per "
-            f"caught instance: max {max(per_inst.values(), default=0)}; campaigns mixing instances: {mixed}; "
-            f"benign accounts listed: {benign}")
+    return (
+        f"{len(members)} campaigns ({n_updates} updates) for {len(per_inst)} attack instances "
+        f"({', '.join(f'{k} {v}/{N_TARGETS}' for k, v in sorted(by_attack.items())) or 'none'}); campaigns per "
+        f"caught instance: max {max(per_inst.values(), default=0)}; campaigns mixing instances: {mixed}; "
+        f"benign accounts listed: {benign}"
+    )
 
 
 def benign_stats(stream: Stream, flags: npt.NDArray[np.bool_]) -> dict[str, Any]:
@@ -534,15 +572,20 @@ def benign_stats(stream: Stream, flags: npt.NDArray[np.bool_]) -> dict[str, Any]
     for t in sorted(set(stream.group[m].tolist())):
         mt = stream.group == t
         per_type[t] = (len({str(c) for c in stream.client[mt & flags]}), len(set(stream.client[mt].tolist())))
-    return {"accounts": len(clients), "flagged": len(flagged), "query_rate": float(flags[m].mean()),
-            "per_type": per_type}
+    return {
+        "accounts": len(clients),
+        "flagged": len(flagged),
+        "query_rate": float(flags[m].mean()),
+        "per_type": per_type,
+    }
 
 
 # ----------------------------------------------------------------------------------------- perf
 
 
-def perf(art: AdversarialArtifact, xte: npt.NDArray[np.float64], probs: npt.NDArray[np.float64], quick: bool
-         ) -> dict[str, float]:
+def perf(
+    art: AdversarialArtifact, xte: npt.NDArray[np.float64], probs: npt.NDArray[np.float64], quick: bool
+) -> dict[str, float]:
     rng = np.random.default_rng(1)
     out: dict[str, float] = {}
     n_active = 100_000
@@ -554,14 +597,25 @@ def perf(art: AdversarialArtifact, xte: npt.NDArray[np.float64], probs: npt.NDAr
     p = probs[rows]
     cl = np.array([f"client-{i}" for i in range(n_active)], dtype=object)[rng.integers(0, n_active, n)]
     ts = np.sort(rng.integers(0, 3_600_000, n))
-    batches = [EventBatch.from_arrays(x[s:s + bs], ts=ts[s:s + bs], client_id=cl[s:s + bs], proba=p[s:s + bs],
-                                      prediction_code=p[s:s + bs].argmax(1),
-                                      event_id=[f"e{i}" for i in range(s, min(n, s + bs))])
-               for s in range(0, n, bs)]
+    batches = [
+        EventBatch.from_arrays(
+            x[s : s + bs],
+            ts=ts[s : s + bs],
+            client_id=cl[s : s + bs],
+            proba=p[s : s + bs],
+            prediction_code=p[s : s + bs].argmax(1),
+            event_id=[f"e{i}" for i in range(s, min(n, s + bs))],
+        )
+        for s in range(0, n, bs)
+    ]
     # warm: every client tracked
-    warm = EventBatch.from_arrays(x[:n_active], ts=np.zeros(n_active, dtype=np.int64),
-                                  client_id=np.array([f"client-{i}" for i in range(n_active)], dtype=object),
-                                  proba=p[:n_active], prediction_code=p[:n_active].argmax(1))
+    warm = EventBatch.from_arrays(
+        x[:n_active],
+        ts=np.zeros(n_active, dtype=np.int64),
+        client_id=np.array([f"client-{i}" for i in range(n_active)], dtype=object),
+        proba=p[:n_active],
+        prediction_code=p[:n_active].argmax(1),
+    )
     det.update(warm, seq=0)
     gc.collect()
     # CPU time of this process, not wall time: the machine is shared, and both sides of the ratio are
@@ -573,11 +627,20 @@ def perf(art: AdversarialArtifact, xte: npt.NDArray[np.float64], probs: npt.NDAr
     out["active_clients"] = float(det.n_clients)
     # json.loads of the same events as inference-event lines
     names = [f"f{j:02d}" for j in range(64)]
-    lines = [json.dumps({"event_id": f"e{i}", "ts": int(ts[i]), "model_id": "m", "client_id": str(cl[i]),
-                         "features": dict(zip(names, x[i].round(6).tolist(), strict=True)),
-                         "prediction": str(int(p[i].argmax())),
-                         "probabilities": {str(k): round(float(v), 6) for k, v in enumerate(p[i])}})
-             for i in range(20_000)]
+    lines = [
+        json.dumps(
+            {
+                "event_id": f"e{i}",
+                "ts": int(ts[i]),
+                "model_id": "m",
+                "client_id": str(cl[i]),
+                "features": dict(zip(names, x[i].round(6).tolist(), strict=True)),
+                "prediction": str(int(p[i].argmax())),
+                "probabilities": {str(k): round(float(v), 6) for k, v in enumerate(p[i])},
+            }
+        )
+        for i in range(20_000)
+    ]
     t0 = time.process_time()
     parsed = [json.loads(s) for s in lines]
     arr = np.array([list(d["features"].values()) for d in parsed])
@@ -593,8 +656,9 @@ def perf(art: AdversarialArtifact, xte: npt.NDArray[np.float64], probs: npt.NDAr
     for s in range(0, n_mem, bs):
         ids = np.array([f"client-{i}" for i in range(s, s + bs)], dtype=object)
         r = rng.integers(0, len(xte), bs)
-        b = EventBatch.from_arrays(xte[r], ts=np.full(bs, s, dtype=np.int64), client_id=ids, proba=probs[r],
-                                   prediction_code=probs[r].argmax(1))
+        b = EventBatch.from_arrays(
+            xte[r], ts=np.full(bs, s, dtype=np.int64), client_id=ids, proba=probs[r], prediction_code=probs[r].argmax(1)
+        )
         det.update(b, seq=s)
     gc.collect()
     out["mem_clients"] = float(det.n_clients)
@@ -647,8 +711,13 @@ def main() -> None:
         stream_sizes[variant] = len(st.ts)
         if variant == "single" and args.jsonl:
             write_jsonl(st, args.jsonl)
-        det = AdversarialDetector(art, max_clients=50_000, salt=b"bench-salt", pseudonymize_key=None,
-                                  **json.loads(os.environ.get("BENCH_DETECTOR_KW", "{}")))
+        det = AdversarialDetector(
+            art,
+            max_clients=50_000,
+            salt=b"bench-salt",
+            pseudonymize_key=None,
+            **json.loads(os.environ.get("BENCH_DETECTOR_KW", "{}")),
+        )
         alerts, dt = run_detector(st, det)
         t_det += dt
         n_det += len(st.ts)
@@ -657,8 +726,14 @@ def main() -> None:
             ben = {str(c) for c in st.client[np.char.startswith(st.group.astype(str), "benign")]}
             from collections import Counter
 
-            print(variant, Counter((a.kind, a.statistic, a.severity, str(a.client_id).split("-")[0])
-                                   for a in alerts if a.status == "open" and a.client_id in ben))
+            print(
+                variant,
+                Counter(
+                    (a.kind, a.statistic, a.severity, str(a.client_id).split("-")[0])
+                    for a in alerts
+                    if a.status == "open" and a.client_id in ben
+                ),
+            )
             for a in alerts:
                 if a.client_id is None and set(a.evidence["clients"]) & ben:
                     print("  campaign", a.status, a.evidence["campaign"], sorted(a.evidence["clients"])[:12])
@@ -676,22 +751,51 @@ def main() -> None:
             campaign_rows.append((variant, int(a.evidence["n_clients"]), int(a.pane)))
         campaign_notes[variant] = campaign_summary(st, alerts)
         fl_alerts = [a for a in alerts if a.kind == "query_flood" and a.status == "open"]
-        flood_rows.append((variant, any(a.client_id == "flooder-0" for a in fl_alerts),
-                           float(len({a.client_id for a in fl_alerts} - {"flooder-0"}))))
-        print(f"{variant}: {len(st.ts)} events, {len(alerts)} alerts, detector {len(st.ts) / dt:,.0f} ev/s",
-              flush=True)
+        flood_rows.append(
+            (
+                variant,
+                any(a.client_id == "flooder-0" for a in fl_alerts),
+                float(len({a.client_id for a in fl_alerts} - {"flooder-0"})),
+            )
+        )
+        print(f"{variant}: {len(st.ts)} events, {len(alerts)} alerts, detector {len(st.ts) / dt:,.0f} ev/s", flush=True)
     if os.environ.get("BENCH_NOPERF"):  # detection tables only
-        pf = dict.fromkeys(("update_eps", "json_eps", "active_clients", "mem_clients", "memory_bytes", "rss_delta",
-                            "bytes_per_slot"), float("nan"))
+        pf = dict.fromkeys(
+            ("update_eps", "json_eps", "active_clients", "mem_clients", "memory_bytes", "rss_delta", "bytes_per_slot"),
+            float("nan"),
+        )
     else:
         pf = perf(art, xte, clf.predict_proba(xte), args.quick)
-    report(rows, benign_rows, info_notes, campaign_rows, campaign_notes, flood_rows, stream_sizes, pf, art, logs,
-           time.perf_counter() - t_start, args.quick)
+    report(
+        rows,
+        benign_rows,
+        info_notes,
+        campaign_rows,
+        campaign_notes,
+        flood_rows,
+        stream_sizes,
+        pf,
+        art,
+        logs,
+        time.perf_counter() - t_start,
+        args.quick,
+    )
 
 
-def report(rows: Any, benign_rows: Any, info_notes: Any, campaign_rows: Any, campaign_notes: dict[str, str],
-           flood_rows: Any, sizes: Any,
-           pf: dict[str, float], art: AdversarialArtifact, logs: Any, wall: float, quick: bool) -> None:
+def report(
+    rows: Any,
+    benign_rows: Any,
+    info_notes: Any,
+    campaign_rows: Any,
+    campaign_notes: dict[str, str],
+    flood_rows: Any,
+    sizes: Any,
+    pf: dict[str, float],
+    art: AdversarialArtifact,
+    logs: Any,
+    wall: float,
+    quick: bool,
+) -> None:
     import numpy
     import scipy
     import sklearn
@@ -704,36 +808,52 @@ def report(rows: Any, benign_rows: Any, info_notes: Any, campaign_rows: Any, cam
         art_v = "?"
     L: list[str] = []
     L.append("# Adversarial-query detection benchmark\n")
-    L.append(f"Generated by `benchmarks/bench_adversarial.py{' --quick' if quick else ''}` on "
-             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; wall time {wall:.0f} s.\n")
-    L.append(f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}; Python "
-             f"{platform.python_version()}, numpy {numpy.__version__}, scipy {scipy.__version__}, scikit-learn "
-             f"{sklearn.__version__}, ART {art_v}; OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}.\n")
-    L.append("Victim: MLPClassifier(64 hidden) on sklearn digits (64 features scaled to [0, 1]). Attack budgets per "
-             "attacked sample (6 per attack): " + ", ".join(f"{k} {int(np.mean([len(a) for a in v]))} queries"
-                                                           for k, v in logs.items()) + ".\n")
-    L.append(f"Calibrated thresholds (from reference traffic only): tau_near {art.tau_near:.3f}, tau_knn "
-             f"{art.tau_knn:.3f}, tau_close {art.tau_close:.3f} (benign rate {art.p_close:.3f}), |cos| line "
-             f"{art.cos_line:.3f}, margin_low {art.margin_low:.3f}, rate ceiling {art.rate_max:.2f}/s.\n")
+    L.append(
+        f"Generated by `benchmarks/bench_adversarial.py{' --quick' if quick else ''}` on "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; wall time {wall:.0f} s.\n"
+    )
+    L.append(
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}; Python "
+        f"{platform.python_version()}, numpy {numpy.__version__}, scipy {scipy.__version__}, scikit-learn "
+        f"{sklearn.__version__}, ART {art_v}; OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}.\n"
+    )
+    L.append(
+        "Victim: MLPClassifier(64 hidden) on sklearn digits (64 features scaled to [0, 1]). Attack budgets per "
+        "attacked sample (6 per attack): "
+        + ", ".join(f"{k} {int(np.mean([len(a) for a in v]))} queries" for k, v in logs.items())
+        + ".\n"
+    )
+    L.append(
+        f"Calibrated thresholds (from reference traffic only): tau_near {art.tau_near:.3f}, tau_knn "
+        f"{art.tau_knn:.3f}, tau_close {art.tau_close:.3f} (benign rate {art.p_close:.3f}), |cos| line "
+        f"{art.cos_line:.3f}, margin_low {art.margin_low:.3f}, rate ceiling {art.rate_max:.2f}/s.\n"
+    )
     L.append("Streams per variant (events): " + ", ".join(f"{k} {v:,}" for k, v in sizes.items()) + ".\n")
     L.append("\n## Attacks\n")
-    L.append("Detection = instance (attacked sample) has a warning/critical alert naming one of its accounts, or a "
-             "campaign alert listing one. Queries = the attack's own queries up to the first flag.\n")
+    L.append(
+        "Detection = instance (attacked sample) has a warning/critical alert naming one of its accounts, or a "
+        "campaign alert listing one. Queries = the attack's own queries up to the first flag.\n"
+    )
     L.append("| variant | attack | method | detected | median q | p90 q | share flagged |")
     L.append("|---|---|---|---|---|---|---|")
     for variant, key, r in rows:
         g, m = key.split("|")
-        L.append(f"| {variant} | {g} | {m} | {r['detected']}/{r['instances']} | {r['median']:.0f} | {r['p90']:.0f} "
-                 f"| {r['flagged_share']:.2f} |")
+        L.append(
+            f"| {variant} | {g} | {m} | {r['detected']}/{r['instances']} | {r['median']:.0f} | {r['p90']:.0f} "
+            f"| {r['flagged_share']:.2f} |"
+        )
     L.append("\n## Benign accounts\n")
     L.append("| variant | method | accounts flagged | per-query flag rate | by type (flagged/accounts) |")
     L.append("|---|---|---|---|---|")
     for variant, m, b in benign_rows:
         bt = ", ".join(f"{k[7:]} {a}/{n}" for k, (a, n) in b["per_type"].items())
         L.append(f"| {variant} | {m} | {b['flagged']}/{b['accounts']} | {b['query_rate']:.4f} | {bt} |")
-    L.append("\nInfo-level notes (natural-data extraction: heavy + all classes evenly), accounts: "
-             + ", ".join(f"{k} {v}" for k, v in info_notes.items()) + " (expected: the 5 heavy benign clients and"
-             " the flooder; info is not counted as flagged).\n")
+    L.append(
+        "\nInfo-level notes (natural-data extraction: heavy + all classes evenly), accounts: "
+        + ", ".join(f"{k} {v}" for k, v in info_notes.items())
+        + " (expected: the 5 heavy benign clients and"
+        " the flooder; info is not counted as flagged).\n"
+    )
     L.append("\n## Campaigns and floods\n")
     by_v: dict[str, list[int]] = defaultdict(list)
     for v, n, _ in campaign_rows:
@@ -746,12 +866,16 @@ def report(rows: Any, benign_rows: Any, info_notes: Any, campaign_rows: Any, cam
     for v, ok, other in flood_rows:
         L.append(f"- {v}: flooder (50/s) flagged: {ok}; other accounts with query_flood: {other:.0f}")
     L.append("\n## Throughput and memory\n")
-    L.append(f"- update with {pf['active_clients']:,.0f} tracked/active clients, batches of 10,000, 64 features: "
-             f"**{pf['update_eps']:,.0f} events/s** (CPU time); json.loads of the same events (parse + features to "
-             f"array): {pf['json_eps']:,.0f} events/s (ratio {pf['update_eps'] / pf['json_eps']:.1f}x).")
-    L.append(f"- {pf['mem_clients']:,.0f} tracked clients: memory_bytes {pf['memory_bytes'] / 2**20:,.0f} MiB, RSS "
-             f"delta {pf['rss_delta'] / 2**20:,.0f} MiB ({pf['rss_delta'] / max(pf['mem_clients'], 1):,.0f} B per "
-             f"client incl. id map and global index); fixed arrays {pf['bytes_per_slot']:.0f} B per client slot.")
+    L.append(
+        f"- update with {pf['active_clients']:,.0f} tracked/active clients, batches of 10,000, 64 features: "
+        f"**{pf['update_eps']:,.0f} events/s** (CPU time); json.loads of the same events (parse + features to "
+        f"array): {pf['json_eps']:,.0f} events/s (ratio {pf['update_eps'] / pf['json_eps']:.1f}x)."
+    )
+    L.append(
+        f"- {pf['mem_clients']:,.0f} tracked clients: memory_bytes {pf['memory_bytes'] / 2**20:,.0f} MiB, RSS "
+        f"delta {pf['rss_delta'] / 2**20:,.0f} MiB ({pf['rss_delta'] / max(pf['mem_clients'], 1):,.0f} B per "
+        f"client incl. id map and global index); fixed arrays {pf['bytes_per_slot']:.0f} B per client slot."
+    )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text("\n".join(L) + "\n", encoding="utf-8")
     print("\n".join(L))

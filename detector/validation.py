@@ -116,9 +116,7 @@ class ValidationReport:
         return out
 
 
-def _compact(
-    rows: npt.NDArray[np.intp], cells: npt.NDArray[np.int64], n: int, sink: int
-) -> npt.NDArray[np.int64]:
+def _compact(rows: npt.NDArray[np.intp], cells: npt.NDArray[np.int64], n: int, sink: int) -> npt.NDArray[np.int64]:
     """Per-event cells from the ``(event row, cell)`` pairs of the violations, padded with ``sink``.
 
     Violations are rare, so the window counts one or two cells per event instead of one per

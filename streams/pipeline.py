@@ -456,8 +456,12 @@ class Pipeline:
                 except SnapshotError as e:
                     # e.g. written by an older inferwatch whose detector state had another layout: the
                     # offsets still hold, so no event is lost; only this model's windows start empty.
-                    log.warning("checkpoint state of %s/%s cannot be restored (%s); its detectors start afresh",
-                                model, version, e)
+                    log.warning(
+                        "checkpoint state of %s/%s cannot be restored (%s); its detectors start afresh",
+                        model,
+                        version,
+                        e,
+                    )
                     self.monitors[model] = build_monitor(self.baselines[model], self._settings)
                     continue
                 self._positions[model].restore(parts["positions"], self.monitors[model].seq)

@@ -13,11 +13,25 @@ MODULES = sorted(CORE.glob("*.py"))
 ALLOWED_THIRD_PARTY = {"numpy", "scipy"}
 FORBIDDEN = {"confluent_kafka", "prometheus_client", "pydantic", "orjson", "baselines", "streams"}
 # The standard library's own global RNG and file/process access are as bad as a Kafka import.
-FORBIDDEN_STDLIB = {"random", "io", "os", "pathlib", "shutil", "tempfile", "socket", "subprocess", "pickle",
-                    "logging"}
+FORBIDDEN_STDLIB = {"random", "io", "os", "pathlib", "shutil", "tempfile", "socket", "subprocess", "pickle", "logging"}
 RNG_OK = {"default_rng", "Generator", "SeedSequence", "BitGenerator", "PCG64", "PCG64DXSM", "Philox", "SFC64"}
-FILE_CALLS = {"open", "read_text", "write_text", "read_bytes", "write_bytes", "load", "save", "savez",
-              "savez_compressed", "loadtxt", "savetxt", "genfromtxt", "fromfile", "tofile", "memmap"}
+FILE_CALLS = {
+    "open",
+    "read_text",
+    "write_text",
+    "read_bytes",
+    "write_bytes",
+    "load",
+    "save",
+    "savez",
+    "savez_compressed",
+    "loadtxt",
+    "savetxt",
+    "genfromtxt",
+    "fromfile",
+    "tofile",
+    "memmap",
+}
 
 
 def imported_modules(tree: ast.AST) -> set[str]:
@@ -78,8 +92,17 @@ def io_and_rng_problems(tree: ast.AST) -> list[str]:
 
 def test_core_modules_found() -> None:
     names = {p.name for p in MODULES}
-    assert {"schema.py", "reference.py", "stats.py", "window.py", "drift.py", "decision.py", "monitor.py",
-            "errors.py", "__init__.py"} <= names
+    assert {
+        "schema.py",
+        "reference.py",
+        "stats.py",
+        "window.py",
+        "drift.py",
+        "decision.py",
+        "monitor.py",
+        "errors.py",
+        "__init__.py",
+    } <= names
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: p.name)
@@ -98,41 +121,50 @@ def test_core_does_no_file_io_and_no_global_rng(path: Path) -> None:
         assert not any(needle in ln for ln in code_lines), f"{path.name} contains {needle!r}"
 
 
-@pytest.mark.parametrize(("source", "expected"), [
-    ("import confluent_kafka", "imports confluent_kafka"),
-    ("from prometheus_client import Counter", "imports prometheus_client"),
-    ("import pydantic.fields", "imports pydantic.fields"),
-    ("from orjson import loads", "imports orjson"),
-    ("from baselines.store import X", "imports baselines.store"),
-    ("import streams", "imports streams"),
-    ("import random", "imports random"),
-    ("import pandas", "imports third-party pandas"),
-])
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("import confluent_kafka", "imports confluent_kafka"),
+        ("from prometheus_client import Counter", "imports prometheus_client"),
+        ("import pydantic.fields", "imports pydantic.fields"),
+        ("from orjson import loads", "imports orjson"),
+        ("from baselines.store import X", "imports baselines.store"),
+        ("import streams", "imports streams"),
+        ("import random", "imports random"),
+        ("import pandas", "imports third-party pandas"),
+    ],
+)
 def test_checker_flags_bad_imports(source: str, expected: str) -> None:
     assert import_problems(ast.parse(source)) == [expected]
 
 
-@pytest.mark.parametrize("source", [
-    "open('x')",
-    "np.load('x.npy')",
-    "np.savez(f, a=a)",
-    "p.write_text('x')",
-    "np.random.seed(0)",
-    "np.random.normal(size=3)",
-    "from numpy.random import rand",
-    "import io\nio.open('x')",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "open('x')",
+        "np.load('x.npy')",
+        "np.savez(f, a=a)",
+        "p.write_text('x')",
+        "np.random.seed(0)",
+        "np.random.normal(size=3)",
+        "from numpy.random import rand",
+        "import io\nio.open('x')",
+    ],
+)
 def test_checker_flags_io_and_global_rng(source: str) -> None:
     assert io_and_rng_problems(ast.parse(source)) != []
 
 
-@pytest.mark.parametrize("source", [
-    "import numpy as np\nrng = np.random.default_rng(0)",
-    "from scipy import special, stats",
-    "from detector.schema import MISSING\nfrom .errors import SnapshotError",
-    "from collections.abc import Mapping\nimport dataclasses",
-    "x = arrays.get('edges')",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import numpy as np\nrng = np.random.default_rng(0)",
+        "from scipy import special, stats",
+        "from detector.schema import MISSING\nfrom .errors import SnapshotError",
+        "from collections.abc import Mapping\nimport dataclasses",
+        "x = arrays.get('edges')",
+    ],
+)
 def test_checker_accepts_clean_code(source: str) -> None:
     tree = ast.parse(source)
     assert import_problems(tree) == [] and io_and_rng_problems(tree) == []

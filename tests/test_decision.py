@@ -24,19 +24,33 @@ NOISY = (0.30, 0.5)  # large PSI but not significant (tiny window)
 SIGNIF_SMALL = (0.02, 1e-20)  # significant but harmless (huge window)
 
 
-def _report(rows: Sequence[Sequence[tuple[float, float]]], first_pane: int = 0,
-            names: tuple[str, ...] = ("x", "y"), is_numeric: Sequence[bool] | None = None) -> DriftReport:
+def _report(
+    rows: Sequence[Sequence[tuple[float, float]]],
+    first_pane: int = 0,
+    names: tuple[str, ...] = ("x", "y"),
+    is_numeric: Sequence[bool] | None = None,
+) -> DriftReport:
     """One evaluation per row; each row gives (psi, p_value) per column."""
     e, k = len(rows), len(names)
     arr = np.asarray(rows, dtype=np.float64).reshape(e, k, 2)
     pane = np.arange(first_pane, first_pane + e, dtype=np.int64)
     num = np.ones(k, bool) if is_numeric is None else np.asarray(is_numeric, bool)
     return DriftReport(
-        names=names, roles=("feature",) * k, is_numeric=num,
-        event_index=pane * 100 + 99, pane=pane, n_events=np.full(e, 1_000), start_ts=pane * 10,
-        end_ts=pane * 10 + 999, start_seq=pane * 100 - 900,
-        psi=arr[..., 0], js=arr[..., 0] / 2, ks=np.where(num, arr[..., 0] / 3, np.nan), p_value=arr[..., 1],
-        missing_rate=np.zeros((e, k)), unseen_rate=np.zeros((e, k)),
+        names=names,
+        roles=("feature",) * k,
+        is_numeric=num,
+        event_index=pane * 100 + 99,
+        pane=pane,
+        n_events=np.full(e, 1_000),
+        start_ts=pane * 10,
+        end_ts=pane * 10 + 999,
+        start_seq=pane * 100 - 900,
+        psi=arr[..., 0],
+        js=arr[..., 0] / 2,
+        ks=np.where(num, arr[..., 0] / 3, np.nan),
+        p_value=arr[..., 1],
+        missing_rate=np.zeros((e, k)),
+        unseen_rate=np.zeros((e, k)),
     )
 
 
@@ -145,14 +159,17 @@ def test_policy_restore_mismatch_raises() -> None:
         _policy().restore(state)
 
 
-@pytest.mark.parametrize("kw", [
-    {"false_alarm_rate": 0.0},
-    {"false_alarm_rate": 1.0},
-    {"panes_per_window": 0},
-    {"psi_resolve": 0.0},
-    {"psi_resolve": 0.2},
-    {"psi_warning": 0.3, "psi_critical": 0.2},
-])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"false_alarm_rate": 0.0},
+        {"false_alarm_rate": 1.0},
+        {"panes_per_window": 0},
+        {"psi_resolve": 0.0},
+        {"psi_resolve": 0.2},
+        {"psi_warning": 0.3, "psi_critical": 0.2},
+    ],
+)
 def test_policy_invalid_parameters(kw: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         _policy(**kw)
@@ -271,10 +288,17 @@ def test_monitor_snapshot_restore_mid_incident() -> None:
     for got, want in zip(tail.decisions, expected.decisions[1:], strict=True):
         assert got.event_index + cut == want.event_index
         assert (got.status, got.severity, got.pane, got.incident, got.value, got.window_start_seq) == (
-            want.status, want.severity, want.pane, want.incident, want.value, want.window_start_seq)
+            want.status,
+            want.severity,
+            want.pane,
+            want.incident,
+            want.value,
+            want.window_start_seq,
+        )
     for f in ("psi", "p_value", "pane", "start_seq"):
         np.testing.assert_array_equal(
-            np.concatenate([getattr(head.drift, f), getattr(tail.drift, f)]), getattr(expected.drift, f))
+            np.concatenate([getattr(head.drift, f), getattr(tail.drift, f)]), getattr(expected.drift, f)
+        )
 
 
 def test_monitor_restore_rejects_unknown_entries() -> None:

@@ -13,8 +13,7 @@ from detector.errors import SchemaMismatchError, SnapshotError
 from detector.reference import Reference, fit_reference
 from detector.schema import MISSING, UNSEEN, EventBatch, Schema
 
-SCHEMA = Schema("m", numeric=("a", "b", "c"), categorical=("u", "v"),
-                categories=(("x", "y", "z", "w"), ("p", "q")))
+SCHEMA = Schema("m", numeric=("a", "b", "c"), categorical=("u", "v"), categories=(("x", "y", "z", "w"), ("p", "q")))
 PU = np.array([0.4, 0.3, 0.2, 0.1])
 ARRAY_FIELDS = [f.name for f in fields(DriftReport) if f.name not in ("names", "roles")]
 
@@ -56,11 +55,13 @@ def test_cells_layout() -> None:
     ref = _reference()
     mon = DriftMonitor(ref)
     e = ref.edges
-    x = np.array([
-        [e[0, 0] - 1.0, e[1, 0], np.nan],  # below the first edge; exactly on an edge goes up
-        [e[0, -1], np.nan, np.inf],
-        [-np.inf, e[1, 4] + 1e-9, e[2, 4] - 1e-9],
-    ])
+    x = np.array(
+        [
+            [e[0, 0] - 1.0, e[1, 0], np.nan],  # below the first edge; exactly on an edge goes up
+            [e[0, -1], np.nan, np.inf],
+            [-np.inf, e[1, 4] + 1e-9, e[2, 4] - 1e-9],
+        ]
+    )
     c = np.array([[0, 1], [UNSEEN, MISSING], [3, UNSEEN]], dtype=np.int32)
     cells = mon.cells(EventBatch.from_arrays(x, categorical=c)).copy()
     nb = ref.n_bins  # 10 bins + 1 missing slot per numeric column
@@ -98,8 +99,7 @@ def test_empty_batch() -> None:
 @pytest.mark.parametrize("n_bins", [2, 255, 256, 300])
 def test_bin_count_limit(n_bins: int) -> None:
     rng = np.random.default_rng(12)
-    ref = fit_reference(EventBatch.from_arrays(rng.normal(size=(5_000, 1))), Schema("m", numeric=("x",)),
-                        n_bins=n_bins)
+    ref = fit_reference(EventBatch.from_arrays(rng.normal(size=(5_000, 1))), Schema("m", numeric=("x",)), n_bins=n_bins)
     if n_bins > 255:
         with pytest.raises(ValueError, match="255"):
             DriftMonitor(ref)
@@ -128,8 +128,11 @@ def test_batch_equals_chunks(window: str) -> None:
     b.categorical[rng.random((n, 2)) < 0.02] = UNSEEN
     if window == "time":  # jittered event times: some late, some too late
         b.ts[:] = np.arange(n) * 10 + rng.integers(-5_000, 1_000, size=n) * (rng.random(n) < 0.1)
-    kw = {"size": 300, "step": 75, "min_events": 50} if window == "count" else {
-        "size": 3_000, "step": 750, "min_events": 50}
+    kw = (
+        {"size": 300, "step": 75, "min_events": 50}
+        if window == "count"
+        else {"size": 3_000, "step": 750, "min_events": 50}
+    )
 
     def make() -> DriftMonitor:
         return DriftMonitor(ref, window=window, **kw)  # type: ignore[arg-type]

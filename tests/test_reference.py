@@ -63,8 +63,9 @@ def test_categorical_counts_sizes_and_missing() -> None:
     np.testing.assert_array_equal(ref.cat_sizes, [3, 2])
     assert ref.cat_counts.shape == (2, 4)  # max categories + the unseen slot
     np.testing.assert_array_equal(ref.cat_counts[0], [*np.bincount(c[c[:, 0] >= 0, 0], minlength=3), 0])
-    np.testing.assert_array_equal(ref.cat_counts[1], [*np.bincount(c[c[:, 1] >= 0, 1], minlength=2), 0,
-                                                      (c[:, 1] == UNSEEN).sum()])
+    np.testing.assert_array_equal(
+        ref.cat_counts[1], [*np.bincount(c[c[:, 1] >= 0, 1], minlength=2), 0, (c[:, 1] == UNSEEN).sum()]
+    )
     np.testing.assert_array_equal(ref.cat_missing, [(c[:, 0] == MISSING).sum(), 0])
     assert ref.cat_counts.sum(axis=1).tolist() == [3_000 - ref.cat_missing[0], 3_000]
     assert ref.names == ("a", "b", "k", "u", "v") and ref.roles == ("feature",) * 5
@@ -158,8 +159,14 @@ def test_fit_reference_rejects_empty_batch() -> None:
 def _fitted() -> Reference:
     rng = np.random.default_rng(4)
     x, c = _features(rng, 1_000)
-    schema = Schema("m", numeric=SCHEMA.numeric, categorical=SCHEMA.categorical, categories=SCHEMA.categories,
-                    prediction="categorical", classes=("lo", "hi"))
+    schema = Schema(
+        "m",
+        numeric=SCHEMA.numeric,
+        categorical=SCHEMA.categorical,
+        categories=SCHEMA.categories,
+        prediction="categorical",
+        classes=("lo", "hi"),
+    )
     pred = rng.integers(0, 2, size=1_000).astype(np.int32)
     proba = np.column_stack([1 - pred * 0.8, pred * 0.8 + 0.1])
     batch = EventBatch.from_arrays(x, categorical=c, prediction_code=pred, proba=proba, label_code=pred)

@@ -50,9 +50,7 @@ def read_manifest(store: BaselineStore, version: str, model_id: str = MODEL) -> 
     return data
 
 
-def write_manifest(
-    store: BaselineStore, version: str, manifest: dict[str, Any], model_id: str = MODEL
-) -> None:
+def write_manifest(store: BaselineStore, version: str, manifest: dict[str, Any], model_id: str = MODEL) -> None:
     manifest_path(store, version, model_id).write_text(json.dumps(manifest))
 
 

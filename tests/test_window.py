@@ -155,13 +155,16 @@ def _time_stream(rng: np.random.Generator, n: int, late_share: float, gaps: bool
     return ts
 
 
-@pytest.mark.parametrize(("seed", "late_share", "gaps", "min_events"), [
-    (0, 0.0, False, 1),
-    (1, 0.1, False, 1),
-    (2, 0.1, True, 1),
-    (3, 0.2, True, 5),
-    (4, 0.05, True, 15),
-])
+@pytest.mark.parametrize(
+    ("seed", "late_share", "gaps", "min_events"),
+    [
+        (0, 0.0, False, 1),
+        (1, 0.1, False, 1),
+        (2, 0.1, True, 1),
+        (3, 0.2, True, 5),
+        (4, 0.05, True, 15),
+    ],
+)
 def test_time_window_equals_brute_force(seed: int, late_share: float, gaps: bool, min_events: int) -> None:
     rng = np.random.default_rng(seed)
     n, n_cells, size, step = 1_500, 6, 1_000, 250
@@ -213,7 +216,11 @@ def test_time_window_gap_closes_empty_panes() -> None:
     c = w.update(np.array([[1]]), np.array([3_000]))
     assert c.counts.tolist() == [[2, 1]]
     assert (c.n_events.tolist(), c.start_ts.tolist(), c.end_ts.tolist(), c.start_seq.tolist()) == (
-        [3], [0], [2_100], [0])
+        [3],
+        [0],
+        [2_100],
+        [0],
+    )
     c = w.update(np.array([[0]]), np.array([4_000]))  # pane 0 leaves the window
     assert c.counts.tolist() == [[0, 2]]
     assert (c.n_events.tolist(), c.start_ts.tolist(), c.start_seq.tolist()) == ([2], [2_100], [2])
@@ -225,8 +232,7 @@ def test_time_window_gap_longer_than_window_empties_it() -> None:
     assert c.counts.tolist() == [[1, 0]]  # the last window that still holds the event at ts 0
     c = w.update(np.array([[1]]), np.array([11]))
     assert c.counts.tolist() == [[0, 1]]  # only the event at ts 10: the one at ts 0 is long gone
-    assert (c.n_events.tolist(), c.start_ts.tolist(), c.end_ts.tolist(), c.start_seq.tolist()) == (
-        [1], [10], [10], [1])
+    assert (c.n_events.tolist(), c.start_ts.tolist(), c.end_ts.tolist(), c.start_seq.tolist()) == ([1], [10], [10], [1])
 
 
 def test_time_window_late_events_counted_or_dropped() -> None:
@@ -298,11 +304,14 @@ def test_snapshot_is_a_copy() -> None:
         np.testing.assert_array_equal(state[k], before[k])
 
 
-@pytest.mark.parametrize("other", [
-    {"n_cells": 5, "size": 60, "step": 20},
-    {"n_cells": 4, "size": 80, "step": 20},
-    {"n_cells": 4, "size": 60, "step": 30},
-])
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"n_cells": 5, "size": 60, "step": 20},
+        {"n_cells": 4, "size": 80, "step": 20},
+        {"n_cells": 4, "size": 60, "step": 30},
+    ],
+)
 def test_restore_with_other_parameters_raises(other: dict[str, int]) -> None:
     w = PaneWindow(4, by="count", size=60, step=20)
     w.update(np.zeros((30, 1), dtype=np.int32), np.arange(30))
@@ -319,14 +328,17 @@ def test_restore_incomplete_snapshot_raises() -> None:
         PaneWindow(4, by="count", size=60, step=20).restore(state)
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"by": "events"},
-    {"size": 0},
-    {"step": 0},
-    {"step": -10, "size": 100},
-    {"size": 100, "step": 30},
-    {"n_cells": 0},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"by": "events"},
+        {"size": 0},
+        {"step": 0},
+        {"step": -10, "size": 100},
+        {"size": 100, "step": 30},
+        {"n_cells": 0},
+    ],
+)
 def test_invalid_parameters_raise(kwargs: dict[str, Any]) -> None:
     n_cells = kwargs.pop("n_cells", 3)
     with pytest.raises(ValueError):
