@@ -31,6 +31,7 @@ step() { # step <name> <command...>
 }
 
 step "ruff check" "$BIN/ruff" check .
+step "ruff format" "$BIN/ruff" format --check .
 step "mypy" "$BIN/mypy"
 step "pytest" "$BIN/pytest" "$@"
 
