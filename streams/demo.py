@@ -104,8 +104,10 @@ def run_demo(bootstrap: str, *, workdir: Path, events: int = 40_000, rate: float
                     continue
                 a = orjson.loads(value)
                 alerts.append(a)
+                # info records are leads for a person (e.g. a heavy client covering every class), not alarms
+                label = "note " if a["severity"] == "info" else "ALERT"
                 _say(
-                    f"  ALERT [{a['severity']:>8}] {a['status']:>8} {a['kind']} {a['features']} at "
+                    f"  {label} [{a['severity']:>8}] {a['status']:>8} {a['kind']} {a['features']} at "
                     f"{a['event_id']}: {a['message']}"
                 )
         finally:
@@ -157,7 +159,7 @@ def run_demo(bootstrap: str, *, workdir: Path, events: int = 40_000, rate: float
         if s.name.endswith("_total")
     )
     opened = [a for a in alerts if a["status"] == "open"]
-    early = [a for a in opened if int(a["event_id"].rsplit("-", 1)[1]) < shift_at]
+    early = [a for a in opened if a["severity"] != "info" and int(a["event_id"].rsplit("-", 1)[1]) < shift_at]
     caught = [a for a in opened if a["features"] == ["f05"]]
     _say(
         f"done: {int(consumed):,} events, {int(invalid)} dead letters (topic {k.dead_letter_topic}), "
@@ -167,8 +169,8 @@ def run_demo(bootstrap: str, *, workdir: Path, events: int = 40_000, rate: float
         _say(f"service failed: {failure[0]}")
         return 1
     if not caught or early:
-        _say("demo FAILED: the injected drift was not caught, or an alert fired before it")
+        _say("demo FAILED: the injected drift was not caught, or a warning fired before it")
         return 1
     delay = int(caught[0]["event_id"].rsplit("-", 1)[1]) - shift_at
-    _say(f"drift of f05 caught {delay:,} events after it started; no alert before it")
+    _say(f"drift of f05 caught {delay:,} events after it started; no warning or critical alert before it")
     return 0
