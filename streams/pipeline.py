@@ -26,7 +26,7 @@ from detector.performance import PerformanceMonitor
 from detector.validation import InputValidator
 from streams.alerts import alert_record
 from streams.config import Settings
-from streams.decode import DeadLetter, Decoder
+from streams.decode import DeadLetter, Decoder, DecodeResult
 from streams.feedback import parse_feedback
 
 log = logging.getLogger(__name__)
@@ -328,8 +328,12 @@ class Pipeline:
 
     def process(self, values: Sequence[bytes | None], positions: Positions) -> ChunkResult:
         """Decode and detect on one chunk; returns alerts and dead letters in stream order."""
+        return self.process_decoded(self.decoder.decode(values), positions)
+
+    def process_decoded(self, decoded: DecodeResult, positions: Positions) -> ChunkResult:
+        """Detect on one chunk decoded by a :class:`Decoder` of the same schemas (possibly in another
+        process); the same result as :meth:`process` of its messages."""
         out = ChunkResult()
-        decoded = self.decoder.decode(values)
         out.violations.update(decoded.violations)
         for dead in decoded.dead:
             out.dead.append((dead, positions.describe(dead.index)))

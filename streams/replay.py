@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import heapq
 import logging
+import multiprocessing as mp
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from queue import Empty
 from typing import Any
 
 import numpy as np
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from baselines.build import LoadedBaseline
+from detector.schema import Schema
 from streams.config import Settings
-from streams.decode import DeadLetter
+from streams.decode import DeadLetter, Decoder, DecodeResult
 from streams.errors import SourceError
 from streams.files import Progress, read_jsonl_chunks
 from streams.kafka_io import PartitionRange, consumer_config, time_range_offsets
@@ -77,16 +81,74 @@ def replay_file(
     *,
     chunk_size: int = 10_000,
     progress: Progress | None = None,
+    decode_ahead: bool | None = None,
 ) -> ReplaySummary:
-    """Run detection over a JSONL file of events in file order."""
+    """Run detection over a JSONL file of events in file order.
+
+    With ``decode_ahead`` (default: when the machine has more than one core) a second process reads
+    and decodes the next chunks while this one detects: the same alerts, in about the time of the
+    slower half instead of the sum of both.
+    """
     pipeline = make_pipeline(settings, baselines)
     tally = _Tally(on_alert, on_dead, progress or Progress("replay", enabled=False))
-    for lines, numbers in read_jsonl_chunks(path, chunk_size):
-        n = len(lines)
-        zeros = np.zeros(n, np.int32)
-        tally.add(pipeline.process(lines, Positions("file", (str(path),), zeros, zeros, np.asarray(numbers))))
+    if decode_ahead is None:
+        decode_ahead = (os.cpu_count() or 1) > 1
+    schemas = {m: b.reference.schema for m, b in baselines.items()}
+    chunks = _decoded_ahead if decode_ahead else _decoded_here
+    for decoded, numbers in chunks(path, chunk_size, schemas, pipeline.decoder.max_message_bytes):
+        zeros = np.zeros(len(numbers), np.int32)
+        positions = Positions("file", (str(path),), zeros, zeros, np.asarray(numbers))
+        tally.add(pipeline.process_decoded(decoded, positions))
     tally.add(pipeline.flush())
     return tally.summary()
+
+
+_Decoded = Iterator[tuple[DecodeResult, list[int]]]
+
+
+def _decoded_here(path: str, chunk_size: int, schemas: Mapping[str, Schema], max_bytes: int) -> _Decoded:
+    decoder = Decoder(schemas, max_message_bytes=max_bytes)
+    for lines, numbers in read_jsonl_chunks(path, chunk_size):
+        yield decoder.decode(lines), numbers
+
+
+def _decode_worker(path: str, chunk_size: int, schemas: Mapping[str, Schema], max_bytes: int, out: Any) -> None:
+    try:
+        for item in _decoded_here(path, chunk_size, schemas, max_bytes):
+            out.put(item)
+    except SourceError as e:
+        out.put(e)
+    except BaseException as e:  # reported to the parent, which raises it
+        out.put(SourceError(f"decoding {path} failed: {e!r}"))
+    else:
+        out.put(None)
+
+
+def _decoded_ahead(path: str, chunk_size: int, schemas: Mapping[str, Schema], max_bytes: int) -> _Decoded:
+    """The chunks of :func:`_decoded_here`, decoded by a child process at most two chunks ahead."""
+    ctx = mp.get_context("spawn")  # no fork of a process that may hold library threads
+    queue = ctx.Queue(maxsize=2)
+    worker = ctx.Process(
+        target=_decode_worker, args=(path, chunk_size, dict(schemas), max_bytes, queue), name="inferwatch-decode"
+    )
+    worker.start()
+    try:
+        while True:
+            try:
+                item = queue.get(timeout=5.0)
+            except Empty:
+                if not worker.is_alive():
+                    raise SourceError(f"the decoding process of {path} exited ({worker.exitcode})") from None
+                continue
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        if worker.is_alive():
+            worker.terminate()
+        worker.join(10)
 
 
 def _merged(consumer: Consumer, ranges: list[PartitionRange], batch: int) -> Iterator[list[Message]]:

@@ -242,3 +242,25 @@ def test_state_of_an_older_layout_starts_that_model_afresh(baseline: Any) -> Non
     assert [a["alert_id"] for a in second.process(rest, pos).alerts] == [
         a["alert_id"] for a in fresh.process(rest, pos).alerts
     ]
+
+
+def test_file_replay_decoded_ahead_in_another_process_equals_decoding_in_line(baseline: Any, tmp_path: Path) -> None:
+    from streams.replay import replay_file
+
+    lines = _stream()[:9_000]
+    lines[17] = b'{"event_id": "broken", "features": '
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    runs = []
+    for ahead in (False, True):
+        alerts: list[dict[str, Any]] = []
+        dead: list[tuple[str, Any]] = []
+        summary = replay_file(
+            Settings(), {"credit-risk": baseline}, str(path), alerts.append,
+            lambda d, w, dead=dead: dead.append((d.reason, w)), chunk_size=2_000, decode_ahead=ahead,
+        )  # fmt: skip
+        runs.append((summary, alerts, dead))
+    (s0, a0, d0), (s1, a1, d1) = runs
+    assert s0 == s1 and s0.events == 8_999 and s0.dead_letters == 1
+    assert a0 and a0 == a1
+    assert d0 == d1 == [("not_json", {"file": str(path), "line": 18})]
