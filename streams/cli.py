@@ -260,7 +260,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     progress = Progress("replay")
     try:
         if args.input:
-            summary = replay_file(s, baselines, args.input, on_alert, on_dead, progress=progress)
+            summary = replay_file(
+                s, baselines, args.input, on_alert, on_dead, progress=progress, decode_ahead=args.decode_ahead
+            )
         else:
             assert time_range is not None
             summary = replay_topic(
@@ -374,6 +376,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--to", dest="to_time", help="end time (epoch ms or RFC 3339), exclusive")
     q.add_argument("--alerts", required=True, help="alerts JSONL file, '-' for stdout, or topic:NAME")
     q.add_argument("--dead-letters", help="write dead letters to this JSONL file")
+    q.add_argument(
+        "--no-decode-ahead",
+        dest="decode_ahead",
+        action="store_false",
+        default=None,
+        help="file replay in one process (default: a second process decodes ahead when there are 2+ cores)",
+    )
     q.add_argument("--bootstrap-servers")
     q.add_argument("--config")
     q.set_defaults(func=cmd_replay)
