@@ -377,11 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--alerts", required=True, help="alerts JSONL file, '-' for stdout, or topic:NAME")
     q.add_argument("--dead-letters", help="write dead letters to this JSONL file")
     q.add_argument(
-        "--no-decode-ahead",
-        dest="decode_ahead",
-        action="store_false",
+        "--decode-ahead",
+        action=argparse.BooleanOptionalAction,
         default=None,
-        help="file replay in one process (default: a second process decodes ahead when there are 2+ cores)",
+        help="decode a file in a second process while detecting (default: files of 64 MiB+ on 2+ cores)",
     )
     q.add_argument("--bootstrap-servers")
     q.add_argument("--config")

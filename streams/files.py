@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import base64
+import multiprocessing as mp
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from queue import Empty
 from typing import IO, Any
 
 import orjson
 
-from streams.decode import DeadLetter
+from detector.schema import Schema
+from streams.decode import DeadLetter, Decoder, DecodeResult
 from streams.errors import SourceError
 
 
@@ -37,6 +40,67 @@ def read_jsonl_chunks(path: str | os.PathLike[str], chunk_size: int) -> Iterator
                 lines, numbers = [], []
         if lines:
             yield lines, numbers
+
+
+_Decoded = Iterator[tuple[DecodeResult, list[int]]]
+
+
+def read_decoded_chunks(
+    path: str | os.PathLike[str],
+    chunk_size: int,
+    schemas: Mapping[str, Schema],
+    max_bytes: int,
+    *,
+    ahead: bool,
+) -> _Decoded:
+    """``(decoded chunk, line numbers)`` of a JSONL file, decoded here or, with ``ahead``, by a child
+    process that stays at most two chunks ahead (the same results either way)."""
+    return (_decoded_ahead if ahead else _decoded_here)(str(path), chunk_size, schemas, max_bytes)
+
+
+def _decoded_here(path: str, chunk_size: int, schemas: Mapping[str, Schema], max_bytes: int) -> _Decoded:
+    decoder = Decoder(schemas, max_message_bytes=max_bytes)
+    for lines, numbers in read_jsonl_chunks(path, chunk_size):
+        yield decoder.decode(lines), numbers
+
+
+def _decode_worker(path: str, chunk_size: int, schemas: Mapping[str, Schema], max_bytes: int, out: Any) -> None:
+    try:
+        for item in _decoded_here(path, chunk_size, schemas, max_bytes):
+            out.put(item)
+    except SourceError as e:
+        out.put(e)
+    except BaseException as e:  # reported to the parent, which raises it
+        out.put(SourceError(f"decoding {path} failed: {e!r}"))
+    else:
+        out.put(None)
+
+
+def _decoded_ahead(path: str, chunk_size: int, schemas: Mapping[str, Schema], max_bytes: int) -> _Decoded:
+    """The chunks of :func:`_decoded_here`, decoded by a child process at most two chunks ahead."""
+    ctx = mp.get_context("spawn")  # no fork of a process that may hold library threads
+    queue = ctx.Queue(maxsize=2)
+    worker = ctx.Process(
+        target=_decode_worker, args=(path, chunk_size, dict(schemas), max_bytes, queue), name="inferwatch-decode"
+    )
+    worker.start()
+    try:
+        while True:
+            try:
+                item = queue.get(timeout=5.0)
+            except Empty:
+                if not worker.is_alive():
+                    raise SourceError(f"the decoding process of {path} exited ({worker.exitcode})") from None
+                continue
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        if worker.is_alive():
+            worker.terminate()
+        worker.join(10)
 
 
 class JsonlWriter:

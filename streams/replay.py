@@ -10,24 +10,21 @@ from __future__ import annotations
 
 import heapq
 import logging
-import multiprocessing as mp
 import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from queue import Empty
 from typing import Any
 
 import numpy as np
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from baselines.build import LoadedBaseline
-from detector.schema import Schema
 from streams.config import Settings
-from streams.decode import DeadLetter, Decoder, DecodeResult
+from streams.decode import DeadLetter
 from streams.errors import SourceError
-from streams.files import Progress, read_jsonl_chunks
+from streams.files import Progress, read_decoded_chunks
 from streams.kafka_io import PartitionRange, consumer_config, time_range_offsets
 from streams.pipeline import ChunkResult, Positions
 from streams.service import make_pipeline
@@ -35,6 +32,8 @@ from streams.service import make_pipeline
 log = logging.getLogger(__name__)
 
 STALL_TIMEOUT_S = 30.0
+#: Files from this size on are decoded ahead by a second process when there is a second core.
+DECODE_AHEAD_MIN_BYTES = 64 * 1024 * 1024
 #: Broker requests of a replay (metadata, offsets for times); an unreachable broker fails this fast.
 REQUEST_TIMEOUT_S = 15.0
 
@@ -85,17 +84,17 @@ def replay_file(
 ) -> ReplaySummary:
     """Run detection over a JSONL file of events in file order.
 
-    With ``decode_ahead`` (default: when the machine has more than one core) a second process reads
-    and decodes the next chunks while this one detects: the same alerts, in about the time of the
-    slower half instead of the sum of both.
+    With ``decode_ahead`` (default: files of 64 MiB or more, on a machine with more than one core) a
+    second process reads and decodes the next chunks while this one detects: the same alerts, in
+    about the time of the slower half instead of the sum of both.
     """
     pipeline = make_pipeline(settings, baselines)
     tally = _Tally(on_alert, on_dead, progress or Progress("replay", enabled=False))
-    if decode_ahead is None:
-        decode_ahead = (os.cpu_count() or 1) > 1
+    if decode_ahead is None:  # a decoding process takes a second to start: worth it for large files only
+        decode_ahead = (os.cpu_count() or 1) > 1 and _size(path) >= DECODE_AHEAD_MIN_BYTES
     schemas = {m: b.reference.schema for m, b in baselines.items()}
-    chunks = _decoded_ahead if decode_ahead else _decoded_here
-    for decoded, numbers in chunks(path, chunk_size, schemas, pipeline.decoder.max_message_bytes):
+    max_bytes = pipeline.decoder.max_message_bytes
+    for decoded, numbers in read_decoded_chunks(path, chunk_size, schemas, max_bytes, ahead=decode_ahead):
         zeros = np.zeros(len(numbers), np.int32)
         positions = Positions("file", (str(path),), zeros, zeros, np.asarray(numbers))
         tally.add(pipeline.process_decoded(decoded, positions))
@@ -103,52 +102,11 @@ def replay_file(
     return tally.summary()
 
 
-_Decoded = Iterator[tuple[DecodeResult, list[int]]]
-
-
-def _decoded_here(path: str, chunk_size: int, schemas: Mapping[str, Schema], max_bytes: int) -> _Decoded:
-    decoder = Decoder(schemas, max_message_bytes=max_bytes)
-    for lines, numbers in read_jsonl_chunks(path, chunk_size):
-        yield decoder.decode(lines), numbers
-
-
-def _decode_worker(path: str, chunk_size: int, schemas: Mapping[str, Schema], max_bytes: int, out: Any) -> None:
+def _size(path: str) -> int:
     try:
-        for item in _decoded_here(path, chunk_size, schemas, max_bytes):
-            out.put(item)
-    except SourceError as e:
-        out.put(e)
-    except BaseException as e:  # reported to the parent, which raises it
-        out.put(SourceError(f"decoding {path} failed: {e!r}"))
-    else:
-        out.put(None)
-
-
-def _decoded_ahead(path: str, chunk_size: int, schemas: Mapping[str, Schema], max_bytes: int) -> _Decoded:
-    """The chunks of :func:`_decoded_here`, decoded by a child process at most two chunks ahead."""
-    ctx = mp.get_context("spawn")  # no fork of a process that may hold library threads
-    queue = ctx.Queue(maxsize=2)
-    worker = ctx.Process(
-        target=_decode_worker, args=(path, chunk_size, dict(schemas), max_bytes, queue), name="inferwatch-decode"
-    )
-    worker.start()
-    try:
-        while True:
-            try:
-                item = queue.get(timeout=5.0)
-            except Empty:
-                if not worker.is_alive():
-                    raise SourceError(f"the decoding process of {path} exited ({worker.exitcode})") from None
-                continue
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        if worker.is_alive():
-            worker.terminate()
-        worker.join(10)
+        return os.path.getsize(path)
+    except OSError:
+        return 0  # reading it will report the problem
 
 
 def _merged(consumer: Consumer, ranges: list[PartitionRange], batch: int) -> Iterator[list[Message]]:

@@ -349,12 +349,12 @@ def test_done_means_same_stream_without_shift_gives_no_alert(store: Path, tmp_pa
     assert alerts == [], f"alerts on a stream without drift: {shown}"
 
 
-def test_replay_in_one_process_gives_the_same_alerts(store: Path, tmp_path: Path) -> None:
+def test_replay_decoding_ahead_or_not_gives_the_same_alerts(store: Path, tmp_path: Path) -> None:
     stream = SyntheticStream(n_numeric=16, categorical=True, shift_feature=5, shift_at=SHIFT_AT, shift_by=0.4)
     events = write_jsonl(tmp_path / "events.jsonl", list(stream.lines(N_EVENTS, seed=2)))
     outs = []
-    for extra in ((), ("--no-decode-ahead",)):
-        out = tmp_path / f"alerts{len(extra)}.jsonl"
-        ok("replay", "--baselines", str(store), "--input", str(events), "--alerts", str(out), *extra)
+    for extra in ("--decode-ahead", "--no-decode-ahead"):
+        out = tmp_path / f"alerts{extra}.jsonl"
+        ok("replay", "--baselines", str(store), "--input", str(events), "--alerts", str(out), extra)
         outs.append(read_jsonl(out))
     assert outs[0] and outs[0] == outs[1]
