@@ -97,6 +97,14 @@ class _Layout(NamedTuple):
 # --------------------------------------------------------------------------------------------- artifact
 
 
+#: Scalar fields of :class:`AdversarialArtifact` stored in the baseline's metadata.
+_FLOAT_FIELDS = (
+    "tau_near", "tau_knn", "tau_close", "p_close", "cos_line", "margin_low", "rate_max", "rate_tau_s", "p_ood",
+    "volume_info", "cell",
+)  # fmt: skip
+_INT_FIELDS = ("k", "history", "n_reference")
+
+
 @dataclass(frozen=True)
 class AdversarialArtifact:
     """Reference calibration of :class:`AdversarialDetector`, kept in the baseline.
@@ -133,23 +141,8 @@ class AdversarialArtifact:
             "projection": self.projection,
         }
         meta: dict[str, Any] = {"format": FORMAT}
-        for name in (
-            "tau_near",
-            "tau_knn",
-            "tau_close",
-            "p_close",
-            "cos_line",
-            "margin_low",
-            "rate_max",
-            "rate_tau_s",
-            "p_ood",
-            "volume_info",
-            "cell",
-            "spread",
-        ):
-            meta[name] = float(getattr(self, name))
-        for name in ("k", "history", "n_reference"):
-            meta[name] = int(getattr(self, name))
+        meta.update({name: float(getattr(self, name)) for name in (*_FLOAT_FIELDS, "spread")})
+        meta.update({name: int(getattr(self, name)) for name in _INT_FIELDS})
         return arrays, meta
 
     @classmethod
@@ -158,41 +151,13 @@ class AdversarialArtifact:
         if meta.get("format") != FORMAT:
             raise SnapshotError(f"adversarial artifact format {meta.get('format')!r} is not supported")
         try:
-            fl = {
-                n: float(meta[n])
-                for n in (
-                    "tau_near",
-                    "tau_knn",
-                    "tau_close",
-                    "p_close",
-                    "cos_line",
-                    "margin_low",
-                    "rate_max",
-                    "rate_tau_s",
-                    "p_ood",
-                    "volume_info",
-                    "cell",
-                )
-            }
             return cls(
                 center=np.asarray(arrays["center"], dtype=np.float64),
                 scale=np.asarray(arrays["scale"], dtype=np.float64),
                 projection=np.asarray(arrays["projection"], dtype=np.float64),
-                tau_near=fl["tau_near"],
-                tau_knn=fl["tau_knn"],
-                tau_close=fl["tau_close"],
-                p_close=fl["p_close"],
-                cos_line=fl["cos_line"],
-                margin_low=fl["margin_low"],
-                rate_max=fl["rate_max"],
-                rate_tau_s=fl["rate_tau_s"],
-                p_ood=fl["p_ood"],
-                volume_info=fl["volume_info"],
-                cell=fl["cell"],
-                k=int(meta["k"]),
-                history=int(meta["history"]),
-                n_reference=int(meta["n_reference"]),
-                spread=float(meta.get("spread", float("nan"))),
+                **{n: float(meta[n]) for n in _FLOAT_FIELDS},  # type: ignore[arg-type]
+                **{n: int(meta[n]) for n in _INT_FIELDS},
+                spread=float(meta.get("spread", float("nan"))),  # absent from baselines built before it existed
             )
         except KeyError as e:
             raise SnapshotError(f"adversarial artifact lacks {e}") from e
