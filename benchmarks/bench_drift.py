@@ -1081,47 +1081,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "replay_stages" in wanted:
         measure("replay_stages")
 
-    if "kafka" in wanted:
+    # One broker for both: a topic of one partition for one service, of GROUP_INSTANCES for the group.
+    kafka_runs = [(n, parts) for n, parts in (("kafka", 1), ("kafka_group", GROUP_INSTANCES)) if n in wanted]
+    if kafka_runs:
         try:
             with kafka_broker(args.bootstrap, args.kafka_run_dir) as bootstrap:
-                log(f"producing {events:,} events to Kafka at {bootstrap}")
-                produced = produce_topic(bootstrap, data["stream"], events)
-                log(f"  produced in {produced['produce_seconds']:.1f} s to {produced['topic']}")
-                notes["kafka"] = {**produced, "bootstrap": bootstrap, "own_broker": not args.bootstrap}
-                cfg["kafka"] = {
-                    "bootstrap": bootstrap,
-                    "topic": produced["topic"],
-                    "events": events,
-                    "run": uuid.uuid4().hex[:8],
-                }
-                config.write_text(json.dumps(cfg, indent=1))
-                for rep in range(repeats):
-                    log(f"kafka repeat {rep + 1}/{repeats}")
-                    measure("kafka")
-        except Exception as e:
-            errors["kafka"] = str(e)
-            log(f"  kafka FAILED: {e}")
-    if "kafka_group" in wanted:
-        try:
-            with kafka_broker(args.bootstrap, args.kafka_run_dir) as bootstrap:
-                log(f"producing {events:,} events to a {GROUP_INSTANCES}-partition topic at {bootstrap}")
-                produced = produce_topic(bootstrap, data["stream"], events, partitions=GROUP_INSTANCES)
-                log(f"  produced in {produced['produce_seconds']:.1f} s to {produced['topic']}: {produced['held']}")
-                notes["kafka_group"] = {**produced, "bootstrap": bootstrap, "own_broker": not args.bootstrap}
-                cfg["kafka_group"] = {
-                    "bootstrap": bootstrap,
-                    "topic": produced["topic"],
-                    "events": events,
-                    "instances": GROUP_INSTANCES,
-                    "run": uuid.uuid4().hex[:8],
-                }
-                config.write_text(json.dumps(cfg, indent=1))
-                for rep in range(repeats):
-                    log(f"kafka_group repeat {rep + 1}/{repeats}")
-                    measure("kafka_group")
-        except Exception as e:
-            errors["kafka_group"] = str(e)
-            log(f"  kafka_group FAILED: {e}")
+                for name, partitions in kafka_runs:
+                    try:
+                        log(f"producing {events:,} events to a {partitions}-partition topic at {bootstrap}")
+                        produced = produce_topic(bootstrap, data["stream"], events, partitions=partitions)
+                        log(f"  produced in {produced['produce_seconds']:.1f} s to {produced['topic']}")
+                        notes[name] = {**produced, "bootstrap": bootstrap, "own_broker": not args.bootstrap}
+                        cfg[name] = {
+                            "bootstrap": bootstrap,
+                            "topic": produced["topic"],
+                            "events": events,
+                            "instances": partitions,
+                            "run": uuid.uuid4().hex[:8],
+                        }
+                        config.write_text(json.dumps(cfg, indent=1))
+                        for rep in range(repeats):
+                            log(f"{name} repeat {rep + 1}/{repeats}")
+                            measure(name)
+                    except Exception as e:
+                        errors[name] = str(e)
+                        log(f"  {name} FAILED: {e}")
+        except Exception as e:  # the broker itself
+            for name, _ in kafka_runs:
+                errors[name] = str(e)
+            log(f"  Kafka broker FAILED: {e}")
 
     load_after = os.getloadavg()
     before, after = context["git"]["file_digests"], machine_context()["git"]["file_digests"]
