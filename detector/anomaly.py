@@ -43,7 +43,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
-from detector.decision import AlertDecision, Severity, Status
+from detector.decision import AlertDecision, Severity, Status, window_fields
 from detector.errors import SchemaMismatchError, SnapshotError
 from detector.schema import EventBatch
 from detector.window import PaneWindow
@@ -831,13 +831,8 @@ class AnomalyDetector:
             value=rate,
             threshold=r0 * (self.resolve_ratio if status == "resolved" else self.min_ratio),
             p_value=p_value,
-            event_index=int(c.event_index[i]),
-            pane=int(c.pane[i]),
             incident=int(self._state[3]),
-            window_start_ts=int(c.start_ts[i]),
-            window_end_ts=int(c.end_ts[i]),
-            window_events=n_w,
-            window_start_seq=int(c.start_seq[i]) + seq_offset,
+            **window_fields(c, i, seq_offset=seq_offset),
             message=message,
             evidence={
                 "expected_rate": r0,

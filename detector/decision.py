@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol, TypedDict
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +34,47 @@ KIND_OF_ROLE: dict[str, str] = {
     "confidence": "confidence_drift",
 }
 _SEVERITIES: tuple[Severity, ...] = ("info", "warning", "critical")
+
+
+class ClosedWindows(Protocol):
+    """Windows evaluated at pane closes, one row each (a window's ``WindowCloses``, a ``DriftReport``)."""
+
+    @property
+    def event_index(self) -> npt.NDArray[Any]: ...
+    @property
+    def pane(self) -> npt.NDArray[Any]: ...
+    @property
+    def n_events(self) -> npt.NDArray[Any]: ...
+    @property
+    def start_ts(self) -> npt.NDArray[Any]: ...
+    @property
+    def end_ts(self) -> npt.NDArray[Any]: ...
+    @property
+    def start_seq(self) -> npt.NDArray[Any]: ...
+
+
+class WindowFields(TypedDict):
+    """The fields of an :class:`AlertDecision` that place it in its stream and window."""
+
+    event_index: int
+    pane: int
+    window_start_ts: int
+    window_end_ts: int
+    window_events: int
+    window_start_seq: int
+
+
+def window_fields(c: ClosedWindows, i: int, *, seq_offset: int = 0) -> WindowFields:
+    """The :class:`AlertDecision` fields that describe window ``i`` of ``c`` (event, pane, time and
+    sequence range); ``seq_offset`` turns a window-relative start sequence into the stream's."""
+    return WindowFields(
+        event_index=int(c.event_index[i]),
+        pane=int(c.pane[i]),
+        window_start_ts=int(c.start_ts[i]),
+        window_end_ts=int(c.end_ts[i]),
+        window_events=int(c.n_events[i]),
+        window_start_seq=int(c.start_seq[i]) + seq_offset,
+    )
 
 
 @dataclass(frozen=True)
@@ -301,13 +342,8 @@ class DriftPolicy:
             value=value,
             threshold=self.psi_resolve if status == "resolved" else self.psi_warning,
             p_value=None if np.isnan(pv) else pv,
-            event_index=int(r.event_index[e]),
-            pane=int(r.pane[e]),
             incident=int(self._tracker.incident[j]),
-            window_start_ts=int(r.start_ts[e]),
-            window_end_ts=int(r.end_ts[e]),
-            window_events=int(r.n_events[e]),
-            window_start_seq=int(r.start_seq[e]),
+            **window_fields(r, e),
             message=message,
             evidence={
                 "column": name,

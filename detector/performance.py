@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import special, stats
 
-from detector.decision import AlertDecision, IncidentTracker, Severity, Status
+from detector.decision import AlertDecision, IncidentTracker, Severity, Status, window_fields
 from detector.errors import SnapshotError
 from detector.labels import JoinedBatch
 from detector.schema import MISSING, EventBatch, Schema
@@ -817,13 +817,8 @@ class PerformanceMonitor:
             value=cur,
             threshold=null,
             p_value=pv,
-            event_index=event_index,
-            pane=int(c.pane[e]),
             incident=incident,
-            window_start_ts=int(c.start_ts[e]),
-            window_end_ts=int(c.end_ts[e]),
-            window_events=n,
-            window_start_seq=int(c.start_seq[e]),
+            **(window_fields(c, e) | {"event_index": event_index}),
             message=message,
             evidence={
                 "metric": metric,

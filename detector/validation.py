@@ -38,7 +38,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
-from detector.decision import AlertDecision, IncidentTracker, Severity, Status
+from detector.decision import AlertDecision, IncidentTracker, Severity, Status, window_fields
 from detector.errors import SchemaMismatchError, SnapshotError
 from detector.reference import Reference
 from detector.schema import MISSING, UNSEEN, EventBatch
@@ -414,13 +414,8 @@ class InputValidator:
             value=rate,
             threshold=threshold,
             p_value=pv,
-            event_index=int(c.event_index[k]),
-            pane=int(c.pane[k]),
             incident=int(self._tracker.incident[row * len(REASONS) + r]),
-            window_start_ts=int(c.start_ts[k]),
-            window_end_ts=int(c.end_ts[k]),
-            window_events=n,
-            window_start_seq=int(c.start_seq[k]),
+            **window_fields(c, k),
             message=message,
             evidence={
                 "feature": feature,
