@@ -18,41 +18,23 @@ import numpy as np
 import orjson
 import pytest
 from confluent_kafka import Producer
+from test_service_kafka import (
+    KEEP,
+    MODEL,
+    STABLE,
+    ServiceProcess,
+    _index,
+    _tail,
+    baseline,
+    produce,
+    read_topic,
+    run_cli,
+    sample,
+    services,
+    setup,
+    write_jsonl,
+)
 
-try:  # the repo root on sys.path (editable install)
-    from tests.test_service_kafka import (
-        KEEP,
-        MODEL,
-        STABLE,
-        ServiceProcess,
-        _index,
-        _tail,
-        baseline,
-        produce,
-        read_topic,
-        run_cli,
-        sample,
-        services,
-        setup,
-        write_jsonl,
-    )
-except ImportError:  # pytest's rootdir/tests on sys.path
-    from test_service_kafka import (  # type: ignore[no-redef]
-        KEEP,
-        MODEL,
-        STABLE,
-        ServiceProcess,
-        _index,
-        _tail,
-        baseline,
-        produce,
-        read_topic,
-        run_cli,
-        sample,
-        services,
-        setup,
-        write_jsonl,
-    )
 from streams.synthetic import SyntheticStream
 
 pytestmark = pytest.mark.kafka

@@ -32,33 +32,19 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 import pytest
+from test_service_kafka import (
+    ServiceProcess,
+    _tail,
+    produce,
+    read_topic,
+    replay_file_alerts,
+    run_cli,
+    sample,
+    services,
+    setup,
+    write_jsonl,
+)
 
-try:  # the repo root on sys.path (editable install)
-    from tests.test_service_kafka import (
-        ServiceProcess,
-        _tail,
-        produce,
-        read_topic,
-        replay_file_alerts,
-        run_cli,
-        sample,
-        services,
-        setup,
-        write_jsonl,
-    )
-except ImportError:  # pytest's rootdir/tests on sys.path
-    from test_service_kafka import (  # type: ignore[no-redef]
-        ServiceProcess,
-        _tail,
-        produce,
-        read_topic,
-        replay_file_alerts,
-        run_cli,
-        sample,
-        services,
-        setup,
-        write_jsonl,
-    )
 from baselines.build import load_baseline
 from baselines.store import BaselineStore
 

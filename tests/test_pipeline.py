@@ -87,12 +87,12 @@ def test_snapshot_restore_mid_stream(baseline: Any, tmp_path: Path) -> None:
 TIME_WINDOW = {"drift": {"window": "time", "size": 20_000, "step": 2_000}}  # 2,000 / 200 events at 10 ms
 
 
-def _dense_last_pane() -> list[bytes]:
+def dense_last_pane_lines(n_clients: int = 50) -> list[bytes]:
     """16,000 stable events, then 1,500 with ``f02`` shifted by 3 sd, all inside the next 2 s pane.
 
     The drift of ``f02`` is only in that last pane, which no later event ever closes.
     """
-    stream = SyntheticStream(n_clients=20, shift_feature=2, shift_at=16_000, shift_by=3.0)
+    stream = SyntheticStream(n_clients=n_clients, shift_feature=2, shift_at=16_000, shift_by=3.0)
     out = []
     for i, line in enumerate(stream.lines(17_500, seed=3)):
         if i >= 16_000:
@@ -117,7 +117,7 @@ def _run_flushed(
 
 
 def test_time_window_last_pane_is_evaluated_by_the_flush_at_the_end(baseline: Any) -> None:
-    lines = _dense_last_pane()
+    lines = dense_last_pane_lines(n_clients=20)
     streamed, flushed = _run_flushed(baseline, lines, 4_000, TIME_WINDOW)
     assert not [a for a in streamed if a["kind"] == "feature_drift"], "drift before the last pane"
     drift = [a for a in flushed if a["kind"] == "feature_drift"]

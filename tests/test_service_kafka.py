@@ -44,6 +44,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from prometheus_client.parser import text_string_to_metric_families
+from test_pipeline import dense_last_pane_lines
 
 from streams.alerts import ALERT_KINDS
 from streams.checkpoint import CheckpointStore
@@ -1169,20 +1170,6 @@ def test_two_instances_in_one_group_hand_over_partitions_without_loss_or_duplica
 
 
 TIME_WINDOW = {"window": "time", "size": 20_000, "step": 2_000, "idle_timeout_s": 2.0}  # 2,000 / 200 events
-
-
-def dense_last_pane_lines() -> list[bytes]:
-    """16,000 stable events, then 1,500 with ``f02`` shifted by 3 sd inside the next 2 s pane:
-    the drift is only in the last pane, which no later event closes."""
-    stream = SyntheticStream(shift_feature=2, shift_at=16_000, shift_by=3.0)
-    out = []
-    for i, line in enumerate(stream.lines(17_500, seed=3)):
-        if i >= 16_000:
-            e = orjson.loads(line)
-            e["ts"] = stream.start_ts + 160_000 + (i - 16_000)
-            line = orjson.dumps(e)
-        out.append(line)
-    return out
 
 
 def test_idle_stream_closes_the_open_time_pane_like_a_replay_at_its_end(
