@@ -7,14 +7,13 @@ import multiprocessing as mp
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from queue import Empty
 from typing import IO, Any
 
 import orjson
 
-from detector.schema import Schema
 from streams.decode import DeadLetter, Decoder, DecodeResult
 from streams.errors import SourceError
 
@@ -45,28 +44,20 @@ def read_jsonl_chunks(path: str | os.PathLike[str], chunk_size: int) -> Iterator
 _Decoded = Iterator[tuple[DecodeResult, list[int]]]
 
 
-def read_decoded_chunks(
-    path: str | os.PathLike[str],
-    chunk_size: int,
-    schemas: Mapping[str, Schema],
-    max_bytes: int,
-    *,
-    ahead: bool,
-) -> _Decoded:
+def read_decoded_chunks(path: str | os.PathLike[str], chunk_size: int, decoder: Decoder, *, ahead: bool) -> _Decoded:
     """``(decoded chunk, line numbers)`` of a JSONL file, decoded here or, with ``ahead``, by a child
-    process that stays at most two chunks ahead (the same results either way)."""
-    return (_decoded_ahead if ahead else _decoded_here)(str(path), chunk_size, schemas, max_bytes)
+    process (with a copy of ``decoder``) that stays at most two chunks ahead: the same results."""
+    return (_decoded_ahead if ahead else _decoded_here)(str(path), chunk_size, decoder)
 
 
-def _decoded_here(path: str, chunk_size: int, schemas: Mapping[str, Schema], max_bytes: int) -> _Decoded:
-    decoder = Decoder(schemas, max_message_bytes=max_bytes)
+def _decoded_here(path: str, chunk_size: int, decoder: Decoder) -> _Decoded:
     for lines, numbers in read_jsonl_chunks(path, chunk_size):
         yield decoder.decode(lines), numbers
 
 
-def _decode_worker(path: str, chunk_size: int, schemas: Mapping[str, Schema], max_bytes: int, out: Any) -> None:
+def _decode_worker(path: str, chunk_size: int, decoder: Decoder, out: Any) -> None:
     try:
-        for item in _decoded_here(path, chunk_size, schemas, max_bytes):
+        for item in _decoded_here(path, chunk_size, decoder):
             out.put(item)
     except SourceError as e:
         out.put(e)
@@ -76,13 +67,11 @@ def _decode_worker(path: str, chunk_size: int, schemas: Mapping[str, Schema], ma
         out.put(None)
 
 
-def _decoded_ahead(path: str, chunk_size: int, schemas: Mapping[str, Schema], max_bytes: int) -> _Decoded:
+def _decoded_ahead(path: str, chunk_size: int, decoder: Decoder) -> _Decoded:
     """The chunks of :func:`_decoded_here`, decoded by a child process at most two chunks ahead."""
     ctx = mp.get_context("spawn")  # no fork of a process that may hold library threads
     queue = ctx.Queue(maxsize=2)
-    worker = ctx.Process(
-        target=_decode_worker, args=(path, chunk_size, dict(schemas), max_bytes, queue), name="inferwatch-decode"
-    )
+    worker = ctx.Process(target=_decode_worker, args=(path, chunk_size, decoder, queue), name="inferwatch-decode")
     worker.start()
     try:
         while True:
