@@ -1,15 +1,21 @@
 """Inference events as JSON bytes -> one columnar :class:`~detector.schema.EventBatch` per model.
 
-This is the throughput ceiling of the service, so every stage has two implementations:
+This is the throughput ceiling of the service, so there are three paths:
 
+* a *typed* path, tried first on each part of a chunk: msgspec decodes every message straight
+  into a Struct generated from its model's schema, checking the contract's types in C as it
+  parses, and columns are read off the Structs. It takes a part only if every message fits;
+  a part with a bad event, a feature outside the schema or of the wrong type, or an unknown
+  model goes to the two below;
 * a *fast* path that touches each event with a couple of C-level calls (``orjson.loads``,
   ``operator.itemgetter``, ``dict.get`` through ``map``) and builds columns with one numpy call;
 * a *careful* path that looks at every value in Python and knows every rule of the contract.
 
-The fast path only ever accepts input it can prove the careful path would treat the same way; on
-anything else (a bad event, a string where a number belongs, an absent feature) it hands that one
-stage of that one chunk to the careful path. Both give identical results (``tests/test_decode.py``
-checks it), and neither raises on any input: undecodable messages become :class:`DeadLetter` values.
+The typed and fast paths only ever accept input they can prove the careful path would treat the
+same way; on anything else (a bad event, a string where a number belongs, an absent feature) the
+fast path hands that one stage of that one part to the careful path. All three give identical
+results (``tests/test_decode.py`` checks it), and none raises on any input: undecodable messages
+become :class:`DeadLetter` values.
 
 Messages are parsed one by one, not as one array joined with commas: joined, a message like
 ``{"a":1},{"b":2}`` pairs with a neighbour's unbalanced brackets to keep the element count right
@@ -25,13 +31,14 @@ import json
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import date
 from itertools import chain, compress, repeat
-from operator import is_not, itemgetter
-from typing import Any, Final
+from operator import attrgetter, is_not, itemgetter
+from typing import Any, Final, TypeVar, Union
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import orjson
@@ -94,6 +101,7 @@ F64 = npt.NDArray[np.float64]
 I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
 Violations = dict[tuple[str, str], int]
+_K = TypeVar("_K", bound=Hashable)
 
 
 @dataclass(frozen=True)
@@ -980,7 +988,7 @@ def _concat(batches: list[EventBatch]) -> EventBatch:
     return EventBatch(**{f.name: np.concatenate([getattr(b, f.name) for b in batches]) for f in fields(EventBatch)})
 
 
-def _group_rows(model_ids: Sequence[str]) -> dict[str, list[int]]:
+def _group_rows(model_ids: Sequence[_K]) -> dict[_K, list[int]]:
     """Rows of each model, models in order of first appearance, rows in input order."""
     first_seen = dict.fromkeys(model_ids)
     if len(first_seen) <= 1:
@@ -1041,6 +1049,189 @@ def _encode(plan: _Plan, ev: _Events, rows: list[int] | None, fast: bool) -> tup
         event_id=np.fromiter(pick(ev.event_id), object, n),
         ts=ev.ts if rows is None else ev.ts[rows],
         client_id=np.fromiter(pick(ev.client_id), object, n),
+        numeric=x,
+        categorical=c,
+        prediction=targets[0][0],
+        prediction_code=targets[0][1],
+        confidence=confidence,
+        proba=proba,
+        label=targets[1][0],
+        label_code=targets[1][1],
+    )
+    return batch, dict(counts)
+
+
+# ----------------------------------------------------------------------------------------------
+# Typed path: msgspec decodes each message straight into a Struct of its model's schema
+
+
+#: Integers orjson returns as ``int``; beyond them it returns a float, msgspec still an ``int``.
+_ORJSON_INT_MIN: Final = -(2**63)
+_ORJSON_INT_MAX: Final = 2**64 - 1
+_FEATURES = attrgetter("features")
+_EVENT_ID = attrgetter("event_id")
+_TS = attrgetter("ts")
+_CLIENT_ID = attrgetter("client_id")
+_PREDICTION = attrgetter("prediction")
+_LABEL = attrgetter("label")
+_PROBABILITIES = attrgetter("probabilities")
+_Target = str | int | float | None
+
+
+@dataclass(frozen=True)
+class _TypedModel:
+    """The Structs of one model and how to read their columns."""
+
+    model_id: str
+    features: attrgetter[Any] | None  # numeric features in schema order
+    categorical: tuple[attrgetter[Any], ...]
+    proba: type | None  # Struct of a probability object with exactly the schema's classes
+
+
+class _Typed:
+    """One msgspec decoder for all models, tagged by ``model_id``.
+
+    msgspec checks every type the event contract asks for while it parses, in C, and builds a
+    Struct instead of a dict per object: ~2.5x cheaper than parsing with orjson and then checking.
+    It only ever *accepts* what the general path would accept and decode to the same values;
+    anything it refuses (a bad event, a number in a categorical feature, a feature outside the
+    schema, an unknown model) sends the whole part to the general path, which explains it.
+    """
+
+    def __init__(self, plans: Mapping[str, _Plan]) -> None:
+        self.models: dict[type, _TypedModel] = {}
+        members: list[Any] = []
+        for model_id, plan in plans.items():
+            event_type, model = self._structs(model_id, plan.schema, len(members))
+            self.models[event_type] = model
+            members.append(event_type)
+        # A tagged Struct decoded alone accepts a message without the tag; in a union the tag is
+        # required. The extra member's tag is no model's, and a message that picks it is refused.
+        no_model = "\x00"
+        while no_model in plans:
+            no_model += "\x00"
+        self.none_type = msgspec.defstruct("NoModel", [], tag_field="model_id", tag=no_model)
+        members.append(self.none_type)
+        self.decode = msgspec.json.Decoder(Union[tuple(members)]).decode  # noqa: UP007  (a runtime union)
+
+    @staticmethod
+    def _structs(model_id: str, schema: Schema, k: int) -> tuple[type, _TypedModel]:
+        # Field names are generated: feature and class names need not be identifiers.
+        numeric = [f"n{j}" for j in range(len(schema.numeric))]
+        categorical = [f"c{j}" for j in range(len(schema.categorical))]
+        features = msgspec.defstruct(
+            f"Features{k}",
+            [(a, float | None, None) for a in numeric] + [(a, str | bool | None, None) for a in categorical],
+            rename=dict(zip(numeric + categorical, schema.numeric + schema.categorical, strict=True)),
+            forbid_unknown_fields=True,  # a feature outside the schema is counted by the general path
+            gc=False,
+        )
+        proba: type | None = None
+        proba_type: Any = dict[str, float | None] | list[float | None] | None  # no classes: confidence only
+        if schema.classes:
+            names = [f"p{j}" for j in range(len(schema.classes))]
+            proba = msgspec.defstruct(
+                f"Probabilities{k}",
+                [(a, float | None, None) for a in names],
+                rename=dict(zip(names, schema.classes, strict=True)),
+                forbid_unknown_fields=True,
+                gc=False,
+            )
+            proba_type = proba | list[float | None] | None
+        event = msgspec.defstruct(
+            f"Event{k}",
+            [
+                ("event_id", str),
+                ("ts", int | float | str),
+                ("features", features),
+                ("model_version", str | None, None),
+                ("client_id", str | None, None),
+                ("prediction", _Target, None),
+                ("label", _Target, None),
+                ("probabilities", proba_type, None),
+            ],
+            tag_field="model_id",
+            tag=model_id,
+            gc=False,
+        )
+        return event, _TypedModel(
+            model_id,
+            attrgetter(*numeric) if numeric else None,
+            tuple(map(attrgetter, categorical)),
+            proba,
+        )
+
+
+def _utf8(value: bytes) -> bool:
+    # msgspec does not check the UTF-8 of what it skips (unknown fields); orjson checks everything.
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _big_int(col: Sequence[Any]) -> bool:
+    """Whether an int in ``col`` is one orjson would have returned as a float."""
+    return int in set(map(type, col)) and any(
+        type(v) is int and not _ORJSON_INT_MIN <= v <= _ORJSON_INT_MAX for v in col
+    )
+
+
+def _encode_typed(
+    plan: _Plan, model: _TypedModel, events: Sequence[Any], event_id: Sequence[str], ts: I64
+) -> tuple[EventBatch, Violations] | None:
+    """One model's typed events as an EventBatch and its violation counts, as :func:`_encode` does."""
+    schema = plan.schema
+    counts: Counter[tuple[str, str]] = Counter()
+    n = len(events)
+    feats = list(map(_FEATURES, events))
+
+    k = len(schema.numeric)
+    if model.features is None:
+        x: F64 = np.empty((n, 0))
+    else:
+        rows = list(map(model.features, feats))
+        # msgspec gave floats or None, which fromiter turns into NaN: null and absent are "missing"
+        x = np.fromiter(rows if k == 1 else chain.from_iterable(rows), np.float64, n * k).reshape(n, k)
+        missing = np.isnan(x)
+        if missing.any():
+            for name, c in zip(schema.numeric, missing.sum(axis=0).tolist(), strict=True):
+                if c:
+                    counts["missing", name] += c
+
+    c = np.empty((n, len(schema.categorical)), np.int32)
+    for j, get in enumerate(model.categorical):
+        col = list(map(get, feats))
+        absent = col.count(None)
+        if absent:
+            counts["missing", schema.categorical[j]] += absent
+        c[:, j] = np.fromiter(map(plan.luts[j].get, col, repeat(UNSEEN)), np.int32, n)
+
+    kind = schema.prediction
+    targets = []
+    for get, key in ((_PREDICTION, PREDICTION_KEY), (_LABEL, LABEL_KEY)):
+        if kind == "none":
+            targets.append((np.full(n, np.nan), np.full(n, MISSING, np.int32)))
+            continue
+        col = list(map(get, events))
+        if _big_int(col):
+            return None
+        ft = _target_fast(kind, plan, col, key, counts)
+        targets.append(ft if ft is not None else _target_careful(kind, plan, col, key, counts))
+
+    probas: list[Any] = list(map(_PROBABILITIES, events))
+    if model.proba is not None:
+        proba_type = model.proba
+        # in schema class order, like an array: absent classes are None, as null entries are
+        probas = [msgspec.structs.astuple(p) if type(p) is proba_type else p for p in probas]  # type: ignore[arg-type]
+    fp = _proba_fast(plan, probas, counts)
+    proba, confidence = fp if fp is not None else _proba_careful(plan, probas, counts)
+
+    batch = EventBatch(
+        event_id=np.fromiter(event_id, object, n),
+        ts=ts,
+        client_id=np.fromiter(map(_CLIENT_ID, events), object, n),
         numeric=x,
         categorical=c,
         prediction=targets[0][0],
@@ -1120,6 +1311,16 @@ class Decoder:
         self.schemas = schemas
         self.max_message_bytes = max_message_bytes
         self._plans = {model_id: _Plan.of(schema) for model_id, schema in schemas.items()}
+        self._typed = _Typed(self._plans) if self._plans else None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The generated Struct types cannot be pickled (file replay sends the decoder to the
+        # process that decodes ahead); they are made again from the schemas on the other side.
+        return {**self.__dict__, "_typed": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._typed = _Typed(self._plans) if self._plans else None
 
     def decode(self, values: Sequence[bytes | None]) -> DecodeResult:
         """Decode one chunk of messages; never raises on message content.
@@ -1139,12 +1340,16 @@ class Decoder:
             if paused:
                 gc.enable()
 
-    def _decode(self, values: Sequence[Any], *, fast: bool) -> DecodeResult:
+    def _decode(self, values: Sequence[Any], *, fast: bool, typed: bool | None = None) -> DecodeResult:
+        """``fast=False``: the careful path only; ``typed=False``: without the typed path."""
         parts: dict[str, list[tuple[EventBatch, I64]]] = {}
         counts: dict[str, Counter[tuple[str, str]]] = {}
         dead: list[DeadLetter] = []
+        typed = fast if typed is None else typed
         for start in range(0, len(values), _PART):
-            self._decode_part(values[start : start + _PART], start, fast, parts, counts, dead)
+            part = values[start : start + _PART]
+            if not (typed and self._decode_typed(part, start, parts, counts)):
+                self._decode_part(part, start, fast, parts, counts, dead)
         batches = [
             ModelBatch(
                 model_id,
@@ -1158,6 +1363,54 @@ class Decoder:
         for c in counts.values():
             total.update(c)
         return DecodeResult(batches, dead, dict(total), len(values))
+
+    def _decode_typed(
+        self,
+        values: Sequence[Any],
+        offset: int,
+        parts: dict[str, list[tuple[EventBatch, I64]]],
+        counts: dict[str, Counter[tuple[str, str]]],
+    ) -> bool:
+        """Decode ``values`` with the typed path if every message fits it; else change nothing, ``False``."""
+        typed = self._typed
+        if typed is None or not values or set(map(type, values)) != {bytes}:
+            return False
+        if max(map(len, values)) > self.max_message_bytes:
+            return False
+        if not all(map(bytes.isascii, values)) and not all(map(_utf8, values)):
+            return False
+        try:
+            events = list(map(typed.decode, values))
+        except Exception:  # a bad message, or one this path does not take: the general path explains it
+            return False
+        groups = _group_rows(list(map(type, events)))
+        if typed.none_type in groups:
+            return False
+        event_id = list(map(_EVENT_ID, events))
+        if "" in event_id:
+            return False
+        ts = _ts_column(list(map(_TS, events)))
+        if ts is None:
+            return False
+        done: list[tuple[str, tuple[EventBatch, Violations], list[int] | None]] = []
+        for kind, rows in groups.items():
+            model = typed.models[kind]
+            everything = len(rows) == len(events)
+            encoded = _encode_typed(
+                self._plans[model.model_id],
+                model,
+                events if everything else _take(events, rows),
+                event_id if everything else _take(event_id, rows),
+                ts if everything else ts[rows],
+            )
+            if encoded is None:
+                return False
+            done.append((model.model_id, encoded, None if everything else rows))
+        positions = np.arange(offset, offset + len(values), dtype=np.int64)
+        for model_id, (batch, violations), picked in done:
+            parts.setdefault(model_id, []).append((batch, positions if picked is None else positions[picked]))
+            counts.setdefault(model_id, Counter()).update(violations)
+        return True
 
     def _decode_part(
         self,

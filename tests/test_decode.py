@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 from dataclasses import fields
 from typing import Any
 
@@ -650,3 +651,131 @@ def test_all_numbers_finds_a_boolean_among_many_columns(k: int) -> None:
             bad = [float(r[0]) for r in bad]
         bad[7] = (True, *bad[7][1:]) if k > 1 else True
         assert decode_module._all_numbers(bad, 50, k)[0] is None
+
+
+# ----------------------------------------------------------------------------------------------
+# The typed (msgspec) path
+
+
+def typed_chunk(rng: np.random.Generator, n: int) -> list[bytes]:
+    """Valid events the typed path must take, with every value it has to get right."""
+    numbers: list[Any] = [0.1 + 0.2, -0.0, 0, -7, 10**23, 2**53 + 1, 1e-310, None, 1.7976931348623157e308]
+    cats: list[Any] = ["a", "b", "zzz", 'é"\\', None, True, False]
+    out = []
+    for i in range(n):
+        model = "m" if rng.random() < 0.8 else "r"
+        feats: dict[str, Any] = {}
+        for name in ("x", "y"):
+            if rng.random() < 0.9:
+                feats[name] = float(rng.normal()) if rng.random() < 0.6 else numbers[rng.integers(len(numbers))]
+        if model == "m" and rng.random() < 0.9:
+            feats["c"] = cats[rng.integers(len(cats))]
+        if model == "r":
+            feats.pop("y", None)
+        e = event(i, model_id=model, features=feats, client_id=[None, "c1", "clïent"][rng.integers(3)])
+        kind = rng.integers(5)
+        if kind == 0:
+            e["probabilities"] = {"no": float(rng.random()), "yes": float(rng.random())}
+        elif kind == 1:
+            e["probabilities"] = [float(rng.random()) for _ in range(rng.integers(1, 4))]
+        elif kind == 2:
+            e["probabilities"] = {"yes": None}
+        elif kind == 3:
+            e["probabilities"] = [None, 0.5]
+        e["prediction"] = ["yes", "no", 1, 2.5, "other", None, 2**64 - 1][rng.integers(7)]
+        e["label"] = ["yes", "no", 0, None][rng.integers(4)]
+        if rng.random() < 0.3:
+            e["ts"] = f"2026-11-28T10:00:00.{rng.integers(1000):03d}+01:00"
+        elif rng.random() < 0.2:
+            e["ts"] = T0 + 0.75
+        if rng.random() < 0.2:
+            e["extra"] = {"nested": [1, {"deep": "\u2603"}], "n": 1e300}
+        text = json.dumps(e, ensure_ascii=bool(rng.random() < 0.5), indent=2 if rng.random() < 0.1 else None)
+        out.append(text.encode())
+    return out
+
+
+def decode_typed_only(values: list[Any]) -> DecodeResult:
+    """Decode where every part must take the typed path."""
+    dec = decoder()
+
+    def forbidden(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("general path used")
+
+    dec._decode_part = forbidden  # type: ignore[method-assign]
+    return dec.decode(values)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_typed_path_equals_general_and_careful_paths(seed: int) -> None:
+    values = typed_chunk(np.random.default_rng(seed), 1300)
+    typed = decode_typed_only(values)
+    assert_same(typed, decoder()._decode(values, fast=True, typed=False))
+    assert_same(typed, careful(decoder(), values))
+    assert [b.model_id for b in typed.batches] == ["m", "r"] or [b.model_id for b in typed.batches] == ["r", "m"]
+    assert {("missing", "x"), ("misaligned", "$probabilities")} <= set(typed.violations)
+
+
+def test_typed_path_reads_random_floats_exactly() -> None:
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.normal(size=300) * 10.0 ** rng.integers(-300, 300, 300), rng.random(300)])
+    values = [raw(i, features={"x": v, "y": -v, "c": "a"}) for i, v in enumerate(x.tolist())]
+    b = only_batch(decode_typed_only(values))
+    np.testing.assert_array_equal(b.numeric[:, 0], x)
+    np.testing.assert_array_equal(b.numeric[:, 1], -x)
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{"x":1},"junk":"\xff"}',  # UTF-8 msgspec skips
+        b'{"event_id":"e","ts":1,"model_id":"m","model_id":"r","features":{"x":1}}',  # the last one counts
+        b'{"event_id":"e","ts":1,"model_id":"\\u0000","features":{}}',  # the union's placeholder tag
+        b'{"event_id":"e","ts":1,"features":{}}',
+        b'{"event_id":"e","ts":1,"model_id":"nobody","features":{}}',
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{"x":1,"extra":2}}',
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{"c":1}}',
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{"x":true}}',
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{"x":1e999}}',
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{},"prediction":100000000000000000000000000000}',
+        b'{"event_id":"","ts":1,"model_id":"m","features":{}}',
+        b'{"event_id":"e","ts":99999999999999999999,"model_id":"m","features":{}}',
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{},"probabilities":{"yes":1,"maybe":0}}',
+        b'\xef\xbb\xbf{"event_id":"e","ts":1,"model_id":"m","features":{}}',
+        bytearray(b'{"event_id":"e","ts":1,"model_id":"m","features":{}}'),
+    ],
+)
+def test_what_the_typed_path_refuses_goes_the_general_way(odd: bytes) -> None:
+    values: list[Any] = clean_chunk(20)
+    values[11] = odd
+    dec = decoder()
+    typed_parts = []
+    general = dec._decode_part
+
+    def spy(*args: Any, **kwargs: Any) -> None:
+        typed_parts.append(args[1])
+        general(*args, **kwargs)
+
+    dec._decode_part = spy  # type: ignore[method-assign]
+    result = dec.decode(values)
+    assert typed_parts == [0]
+    assert_same(result, careful(decoder(), values))
+
+
+def test_overflowing_number_in_an_unknown_field_is_skipped_by_both_paths() -> None:
+    values = clean_chunk(20)
+    values[3] = b'{"event_id":"e","ts":1,"model_id":"m","features":{"x":1},"n":1e999}'
+    assert_same(decode_typed_only(values), careful(decoder(), values))
+
+
+def test_clean_chunk_takes_the_typed_path() -> None:
+    values = clean_chunk(1200)
+    assert_same(decode_typed_only(values), careful(decoder(), values))
+
+
+def test_decoder_pickles_with_its_typed_path() -> None:
+    values = clean_chunk(600)
+    copy = pickle.loads(pickle.dumps(decoder()))
+    assert copy._typed is not None
+    assert_same(copy._decode(values, fast=True), careful(decoder(), values))
+    assert copy._decode_typed(values[:10], 0, {}, {})
