@@ -83,6 +83,8 @@ MEASUREMENTS = (
     "replay_stages",
     "kafka",
     "kafka_group",
+    "kafka_drift",
+    "kafka_group_drift",
     "adwin",
     "kswin",
     "ks2samp",
@@ -326,12 +328,12 @@ def w_replay_stages(cfg: dict[str, Any]) -> dict[str, Any]:
     return _result(seconds, cpu, n, stages=spent)
 
 
-def w_kafka(cfg: dict[str, Any]) -> dict[str, Any]:
+def w_kafka(cfg: dict[str, Any], name: str = "kafka") -> dict[str, Any]:
     from prometheus_client import CollectorRegistry
 
     from streams.service import Service
 
-    k = cfg["kafka"]
+    k = cfg[name]
     run = f"{k['run']}-{os.getpid()}"
     with tempfile.TemporaryDirectory(prefix="bench-kafka-state-") as state:
         settings = _settings(
@@ -345,6 +347,7 @@ def w_kafka(cfg: dict[str, Any]) -> dict[str, Any]:
             },
             checkpoint={"dir": state},
             metrics={"port": 0},
+            **(DRIFT_ONLY if k["drift_only"] else {}),
         )
         registry = CollectorRegistry()
         service = Service(settings, registry)
@@ -427,12 +430,12 @@ def _serve_instance(settings_json: str, consumed: Any, stop: Any) -> None:
     del limits
 
 
-def w_kafka_group(cfg: dict[str, Any]) -> dict[str, Any]:
+def w_kafka_group(cfg: dict[str, Any], name: str = "kafka_group") -> dict[str, Any]:
     """Two ``Service`` processes in one consumer group on a two-partition topic (scaling out by partitions)."""
     import multiprocessing as mp
     import resource
 
-    k = cfg["kafka_group"]
+    k = cfg[name]
     run = f"{k['run']}-{os.getpid()}"
     ctx = mp.get_context("spawn")
     stop = ctx.Event()
@@ -450,6 +453,7 @@ def w_kafka_group(cfg: dict[str, Any]) -> dict[str, Any]:
                 },
                 checkpoint={"dir": f"{state}/{i}"},
                 metrics={"port": 0},
+                **(DRIFT_ONLY if k["drift_only"] else {}),
             )
             counters.append(ctx.Value("d", 0.0))
             procs.append(ctx.Process(target=_serve_instance, args=(settings.model_dump_json(), counters[-1], stop)))
@@ -630,6 +634,8 @@ WORKERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "replay_stages": w_replay_stages,
     "kafka": w_kafka,
     "kafka_group": w_kafka_group,
+    "kafka_drift": lambda cfg: w_kafka(cfg, "kafka_drift"),
+    "kafka_group_drift": lambda cfg: w_kafka_group(cfg, "kafka_group_drift"),
     "adwin": w_adwin,
     "kswin": w_kswin,
     "ks2samp": w_ks2samp,
@@ -1069,7 +1075,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # Round-robin over the measurements, one fresh process each, so slow drifts of the machine's load
     # spread over all of them instead of favouring whichever ran first.
-    local = [m for m in wanted if m not in ("kafka", "kafka_group", "alibi", "replay_stages")]
+    local = [m for m in wanted if not m.startswith("kafka") and m not in ("alibi", "replay_stages")]
     for rep in range(repeats):
         log(f"repeat {rep + 1}/{repeats}")
         for name in local:
@@ -1081,16 +1087,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "replay_stages" in wanted:
         measure("replay_stages")
 
-    # One broker for both: a topic of one partition for one service, of GROUP_INSTANCES for the group.
-    kafka_runs = [(n, parts) for n, parts in (("kafka", 1), ("kafka_group", GROUP_INSTANCES)) if n in wanted]
+    # One broker for all: a topic of one partition for one service, of GROUP_INSTANCES for the group,
+    # each produced once; every run consumes it in a consumer group of its own.
+    kafka_runs = [
+        (n, parts)
+        for n, parts in (
+            ("kafka", 1),
+            ("kafka_group", GROUP_INSTANCES),
+            ("kafka_drift", 1),
+            ("kafka_group_drift", GROUP_INSTANCES),
+        )
+        if n in wanted
+    ]
     if kafka_runs:
         try:
             with kafka_broker(args.bootstrap, args.kafka_run_dir) as bootstrap:
+                topics: dict[int, dict[str, Any]] = {}
                 for name, partitions in kafka_runs:
                     try:
-                        log(f"producing {events:,} events to a {partitions}-partition topic at {bootstrap}")
-                        produced = produce_topic(bootstrap, data["stream"], events, partitions=partitions)
-                        log(f"  produced in {produced['produce_seconds']:.1f} s to {produced['topic']}")
+                        if partitions not in topics:
+                            log(f"producing {events:,} events to a {partitions}-partition topic at {bootstrap}")
+                            topics[partitions] = produce_topic(bootstrap, data["stream"], events, partitions)
+                            log(f"  produced in {topics[partitions]['produce_seconds']:.1f} s")
+                        produced = topics[partitions]
                         notes[name] = {**produced, "bootstrap": bootstrap, "own_broker": not args.bootstrap}
                         cfg[name] = {
                             "bootstrap": bootstrap,
@@ -1098,6 +1117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             "events": events,
                             "instances": partitions,
                             "run": uuid.uuid4().hex[:8],
+                            "drift_only": name.endswith("_drift"),
                         }
                         config.write_text(json.dumps(cfg, indent=1))
                         for rep in range(repeats):
@@ -1158,6 +1178,18 @@ GOALS = (
         "kafka_group",
         "Kafka end to end, 2 service processes in one group >= 100,000 events/s",
         lambda m: m.get("kafka_group"),
+        100_000.0,
+    ),
+    (
+        "kafka_drift",
+        "Kafka end to end, drift detection only >= 100,000 events/s",
+        lambda m: m.get("kafka_drift"),
+        100_000.0,
+    ),
+    (
+        "kafka_group_drift",
+        "Kafka end to end, drift only, 2 service processes in one group >= 100,000 events/s",
+        lambda m: m.get("kafka_group_drift"),
         100_000.0,
     ),
     ("core_drift_vs_adwin", "drift core >= 6x river ADWIN x32", lambda m: m.get("core_drift_vs_adwin"), 6.0),
@@ -1334,6 +1366,8 @@ def render_markdown(r: dict[str, Any]) -> str:
             f"{GROUP_INSTANCES} `Service` processes in one consumer group on a {GROUP_INSTANCES}-partition topic, "
             "from start until their consumed counts add up to all events; per CPU-s counts both processes",
         ),
+        ("kafka_drift", "`kafka` with drift detection only (validation, anomaly, adversarial, performance off)"),
+        ("kafka_group_drift", "`kafka_group` with drift detection only"),
         ("adwin", "river `ADWIN()` on each of the 32 features, per event"),
         ("kswin", f"river `KSWIN()` ×32, per event, on the first {s['kswin_prefix']:,} events"),
         ("ks2samp", "`scipy.stats.ks_2samp(ref, window, axis=0, method='asymp')` per 1,000-event window"),

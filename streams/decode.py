@@ -1083,8 +1083,6 @@ class _TypedModel:
     """The Structs of one model and how to read their columns."""
 
     model_id: str
-    features: attrgetter[Any] | None  # numeric features in schema order
-    categorical: tuple[attrgetter[Any], ...]
     proba: type | None  # Struct of a probability object with exactly the schema's classes
 
 
@@ -1154,12 +1152,7 @@ class _Typed:
             tag=model_id,
             gc=False,
         )
-        return event, _TypedModel(
-            model_id,
-            attrgetter(*numeric) if numeric else None,
-            tuple(map(attrgetter, categorical)),
-            proba,
-        )
+        return event, _TypedModel(model_id, proba)
 
 
 def _utf8(value: bytes) -> bool:
@@ -1185,24 +1178,26 @@ def _encode_typed(
     schema = plan.schema
     counts: Counter[tuple[str, str]] = Counter()
     n = len(events)
-    feats = list(map(_FEATURES, events))
+    # Numeric features first, then categorical ones, in schema order; astuple is ~8x cheaper than
+    # an attrgetter of 32 names.
+    rows = list(map(msgspec.structs.astuple, map(_FEATURES, events)))
+    k, kc = len(schema.numeric), len(schema.categorical)
 
-    k = len(schema.numeric)
-    if model.features is None:
+    if not k:
         x: F64 = np.empty((n, 0))
     else:
-        rows = list(map(model.features, feats))
+        numeric = rows if not kc else map(itemgetter(slice(0, k)), rows)
         # msgspec gave floats or None, which fromiter turns into NaN: null and absent are "missing"
-        x = np.fromiter(rows if k == 1 else chain.from_iterable(rows), np.float64, n * k).reshape(n, k)
+        x = np.fromiter(chain.from_iterable(numeric), np.float64, n * k).reshape(n, k)
         missing = np.isnan(x)
         if missing.any():
             for name, c in zip(schema.numeric, missing.sum(axis=0).tolist(), strict=True):
                 if c:
                     counts["missing", name] += c
 
-    c = np.empty((n, len(schema.categorical)), np.int32)
-    for j, get in enumerate(model.categorical):
-        col = list(map(get, feats))
+    c = np.empty((n, kc), np.int32)
+    for j in range(kc):
+        col = list(map(itemgetter(k + j), rows))
         absent = col.count(None)
         if absent:
             counts["missing", schema.categorical[j]] += absent

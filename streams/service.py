@@ -19,11 +19,12 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
+from itertools import compress
 from typing import Any
 
 import numpy as np
 import orjson
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from baselines.build import LoadedBaseline, load_baseline
@@ -82,14 +83,17 @@ def make_pipeline(settings: Settings, baselines: Mapping[str, LoadedBaseline]) -
 
 def kafka_positions(msgs: list[Any]) -> Positions:
     """Where each of ``msgs`` came from."""
-    topics: dict[str, int] = {}
-    src = [topics.setdefault(m.topic(), len(topics)) for m in msgs]
+    # map() over the C methods: at 100k messages/s a Python loop per message is a tenth of the budget
+    n = len(msgs)
+    topics = list(map(Message.topic, msgs))
+    names = {t: i for i, t in enumerate(dict.fromkeys(topics))}
+    src = np.zeros(n, np.int32) if len(names) <= 1 else np.fromiter(map(names.__getitem__, topics), np.int32, n)
     return Positions(
         "kafka",
-        tuple(topics),
-        np.asarray(src, np.int32),
-        np.asarray([m.partition() for m in msgs], np.int32),
-        np.asarray([m.offset() for m in msgs], np.int64),
+        tuple(map(str, names)),
+        src,
+        np.fromiter(map(Message.partition, msgs), np.int32, n),
+        np.fromiter(map(Message.offset, msgs), np.int64, n),
     )
 
 
@@ -259,27 +263,38 @@ class Service:
     def _process(self, msgs: list[Any]) -> None:
         t0 = time.perf_counter()
         feedback_topic = self.settings.performance.feedback_topic
-        events: list[Any] = []
-        feedback: list[Any] = []
         now = time.monotonic()
-        for m in msgs:
-            if m.error() is not None:
-                log.warning("consumer error: %s", m.error())
-                continue
-            key = f"{m.topic()}:{m.partition()}"
-            if key not in self._assigned:
-                continue  # fetched before its revocation: the next owner reads it from our commit
-            (feedback if m.topic() == feedback_topic else events).append(m)
-            self._offsets[key] = m.offset() + 1
+        n_fetched = len(msgs)
+        errors = list(map(Message.error, msgs))
+        if errors.count(None) != len(msgs):
+            for e in errors:
+                if e is not None:
+                    log.warning("consumer error: %s", e)
+            msgs = [m for m, e in zip(msgs, errors, strict=True) if e is None]
+        where = list(zip(map(Message.topic, msgs), map(Message.partition, msgs), strict=True))
+        keys = {tp: f"{tp[0]}:{tp[1]}" for tp in dict.fromkeys(where)}
+        if not all(k in self._assigned for k in keys.values()):
+            # fetched before its revocation: the next owner reads it from our commit
+            owned = [keys[tp] in self._assigned for tp in where]
+            msgs, where = list(compress(msgs, owned)), list(compress(where, owned))
+        # in offset order within a partition: the last message of each is its next offset - 1
+        for tp, offset in dict(zip(where, map(Message.offset, msgs), strict=True)).items():
+            assert offset is not None  # only error events lack one
+            self._offsets[keys[tp]] = offset + 1
+        events, feedback = msgs, []
+        if feedback_topic is not None and any(tp[0] == feedback_topic for tp in keys):
+            is_feedback = [tp[0] == feedback_topic for tp in where]
+            feedback = list(compress(msgs, is_feedback))
+            events = list(compress(msgs, [not f for f in is_feedback]))
         for chunk, process in ((events, self.pipeline.process), (feedback, self.pipeline.process_feedback)):
             if not chunk:
                 continue
-            out = process([m.value() for m in chunk], kafka_positions(chunk))
+            out = process(list(map(Message.value, chunk)), kafka_positions(chunk))
             self._publish(out)
             for model_id in out.events_by_model:
                 self._last_event_at[model_id] = now
         self.metrics.observe_monitors(self.pipeline.monitors)
-        self.metrics.batch_events.observe(len(msgs))
+        self.metrics.batch_events.observe(n_fetched)
         self.metrics.batch_seconds.observe(time.perf_counter() - t0)
         self._dirty = True
 
