@@ -16,11 +16,19 @@ tested one-sided against its reference value, shifted by a tolerance (the effect
 metric                    test (``alpha = false_alarm_rate / (metrics x panes per window)``)
 ========================  ================================================================================
 ``accuracy``              exact binomial: H0 ``accuracy >= ref - tolerance``; bound: Clopper–Pearson upper
-``log_loss``              z test with the reference per-event std: H0 ``mean <= ref * (1 + rel_tol)``
+``log_loss``              z test with the reference per-event std:
+                          H0 ``mean <= ref + max(ref * rel_tol, log_loss_tol)``
 ``roc_auc`` (binary)      z test with the Hanley–McNeil standard error: H0 ``auc >= ref - tolerance``
-``mae``, ``rmse``         z test on mean absolute / squared error with the reference per-event std
+``mae``, ``rmse``         z test on mean absolute / squared error with the reference per-event std:
+                          H0 ``value <= ref + max(ref * rel_tol, error_tol)`` (RMSE squared for the test)
 ``estimated_accuracy``    z test of the mean calibrated confidence vs the reference estimate
 ========================  ================================================================================
+
+The loss-type metrics (log loss, MAE, RMSE) tolerate a rise relative to the reference, with an absolute
+floor: near a perfect reference (log loss close to 0, as for a model that is never wrong) a relative
+tolerance alone is tiny (5% of 0.01 nats is 0.0005), and a handful of confident errors in a window is
+significant against the tiny reference spread. Accuracy, ROC AUC (and so the error rate) have absolute
+tolerances already.
 
 A ``performance_drop`` incident follows the house rules (:class:`~detector.decision.IncidentTracker`).
 """
@@ -56,6 +64,13 @@ Task = Literal["classification", "regression"]
 FORMAT: Final = 1
 #: Probability floor of the log loss (as scikit-learn's ``log_loss`` for float64).
 LOG_LOSS_EPS: Final = float(np.finfo(np.float64).eps)
+#: Default smallest tolerated rise of the windowed log loss, in nats per event. It matches the accuracy
+#: tolerance (0.02): two more wrong answers in a hundred, made at 90% confidence, add 0.02 * ln(10) = 0.046
+#: nats: a rise within what is tolerated for accuracy should not page anyone through the log loss either.
+#: Near a perfect reference (log loss ~0.001) a 5% relative tolerance alone is 0.00005 nats, while one
+#: wrong answer at 99% confidence in a window of 2,000 adds 0.0023. Above a reference of 1 nat (multiclass)
+#: the relative tolerance is the larger.
+LOG_LOSS_TOLERANCE: Final = 0.05
 _SCALARS: Final = (
     "n",
     "accuracy",
@@ -513,6 +528,13 @@ class PerformanceMonitor:
         Absolute drop of accuracy, ROC AUC and estimated accuracy that is tolerated (effect gate).
     relative_tolerance
         Relative rise of log loss, MAE and RMSE that is tolerated.
+    log_loss_tolerance
+        Smallest rise of log loss (nats per event) that is tolerated: the tolerated rise is
+        ``max(relative_tolerance * reference, log_loss_tolerance)``. Guards near-perfect references.
+    error_tolerance
+        The same floor for MAE and RMSE, in the units of the target: the tolerated rise is
+        ``max(relative_tolerance * reference, error_tolerance)``. 0 (no floor) by default: no value fits
+        every target's scale.
     critical_factor
         An incident is ``critical`` when the current value is beyond ``critical_factor`` tolerances.
     auc_bins
@@ -539,7 +561,6 @@ class PerformanceMonitor:
     roc_auc open critical 499 False
     accuracy open warning 749 False
     accuracy update critical 999 False
-    log_loss update critical 999 False
     """
 
     def __init__(
@@ -552,6 +573,8 @@ class PerformanceMonitor:
         false_alarm_rate: float = 1e-3,
         tolerance: float = 0.02,
         relative_tolerance: float = 0.05,
+        log_loss_tolerance: float = LOG_LOSS_TOLERANCE,
+        error_tolerance: float = 0.0,
         critical_factor: float = 5.0,
         auc_bins: int = 200,
         resolve_after: int | None = None,
@@ -561,8 +584,11 @@ class PerformanceMonitor:
             raise ValueError(f"size ({size}) must be a positive multiple of step ({step})")
         if not 0 < false_alarm_rate < 1:
             raise ValueError(f"false_alarm_rate must be in (0, 1), got {false_alarm_rate}")
-        if tolerance < 0 or relative_tolerance < 0 or critical_factor < 1:
-            raise ValueError("need tolerance >= 0, relative_tolerance >= 0 and critical_factor >= 1")
+        if min(tolerance, relative_tolerance, log_loss_tolerance, error_tolerance) < 0 or critical_factor < 1:
+            raise ValueError(
+                "need tolerance, relative_tolerance, log_loss_tolerance and error_tolerance >= 0 and "
+                "critical_factor >= 1"
+            )
         if auc_bins < 2:
             raise ValueError(f"auc_bins must be >= 2, got {auc_bins}")
         self.reference = reference
@@ -572,6 +598,8 @@ class PerformanceMonitor:
         self.false_alarm_rate = false_alarm_rate
         self.tolerance = tolerance
         self.relative_tolerance = relative_tolerance
+        self.log_loss_tolerance = log_loss_tolerance
+        self.error_tolerance = error_tolerance
         self.critical_factor = critical_factor
         self.auc_bins = auc_bins
         panes = size // step
@@ -709,16 +737,20 @@ class PerformanceMonitor:
                     pv[j] = special.ndtr((cur[j] - null[j]) / se0)
                     bound[j] = min(cur[j] + self._z * _hanley_mcneil_se(float(cur[j]), n1, n0), 1.0)
             else:
-                # Loss-type metrics: higher is worse; z test of the window mean vs the tolerated reference.
+                # Loss-type metrics: higher is worse; z test of the window mean vs the tolerated reference,
+                # ``ref + max(ref * rel_tol, floor)`` (critical: ``critical_factor`` such rises).
                 if name == "log_loss":
                     n, total, r, sd = s[_N_LL], s[_LL], ref.log_loss, ref.log_loss_std
-                    null_mean, crit_mean = r * (1 + rt), r * (1 + cf * rt)
+                    rise = max(r * rt, self.log_loss_tolerance)
+                    null_mean, crit_mean = r + rise, r + cf * rise
                 elif name == "mae":
                     n, total, r, sd = s[_N_REG], s[_ABS], ref.mae, ref.abs_error_std
-                    null_mean, crit_mean = r * (1 + rt), r * (1 + cf * rt)
+                    rise = max(r * rt, self.error_tolerance)
+                    null_mean, crit_mean = r + rise, r + cf * rise
                 else:  # rmse, tested on the mean squared error
                     n, total, r, sd = s[_N_REG], s[_SQ], ref.rmse**2, ref.sq_error_std
-                    null_mean, crit_mean = r * (1 + rt) ** 2, r * (1 + cf * rt) ** 2
+                    rise = max(ref.rmse * rt, self.error_tolerance)
+                    null_mean, crit_mean = (ref.rmse + rise) ** 2, (ref.rmse + cf * rise) ** 2
                 root = name == "rmse"
                 null[j] = np.sqrt(null_mean) if root else null_mean
                 crit[j] = -(np.sqrt(crit_mean) if root else crit_mean)  # negated: "below" is worse below

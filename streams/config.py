@@ -120,6 +120,11 @@ class PerformanceSettings(_Frozen):
     min_events: int = Field(100, ge=1)
     false_alarm_rate: float = Field(1e-3, gt=0, lt=1)
     tolerance: float = Field(0.02, ge=0, description="accuracy drop tolerated before alerting")
+    # Absolute floors of the tolerated rise of the loss metrics (which otherwise tolerate 5% of the
+    # reference): 0.05 nats of log loss is what 2% more errors at 90% confidence cost (0.02 * ln 10), in
+    # line with ``tolerance``; MAE/RMSE are in the target's units, so no floor by default.
+    log_loss_tolerance: float = Field(0.05, ge=0, description="log loss rise (nats) always tolerated")
+    error_tolerance: float = Field(0.0, ge=0, description="MAE/RMSE rise (target units) always tolerated")
 
 
 class AnomalySettings(_Frozen):

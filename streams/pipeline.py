@@ -98,6 +98,7 @@ def build_monitor(baseline: LoadedBaseline, settings: Settings) -> ModelMonitor:
         performance = PerformanceMonitor(
             baseline.performance, size=p.size, step=p.step, min_events=p.min_events,
             false_alarm_rate=p.false_alarm_rate, tolerance=p.tolerance,
+            log_loss_tolerance=p.log_loss_tolerance, error_tolerance=p.error_tolerance,
         )  # fmt: skip
         if p.feedback_topic:
             labels = LabelJoin(p.join_capacity, p.join_horizon_ms, n_classes=len(ref.schema.classes))

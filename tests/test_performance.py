@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from detector.decision import AlertDecision
 from detector.errors import SnapshotError
 from detector.labels import JoinedBatch, LabelJoin
 from detector.performance import (
+    LOG_LOSS_TOLERANCE,
     PerformanceMonitor,
     PerformanceReference,
     calibrate,
@@ -213,6 +215,93 @@ def test_regression_error_rise_fires_mae_and_rmse() -> None:
     assert mon.update_estimated(_regressed(rng, 100), seq=0) == []  # no CBPE for regression
 
 
+def _near_perfect(rng: np.random.Generator, n: int, *, wrong: float) -> EventBatch:
+    """A near-perfect binary classifier (as on river's Agrawal): confidences of 0.999 and more, and a share
+    ``wrong`` of confidently wrong answers (probability 0.01 on the label)."""
+    p = 1 - rng.uniform(1e-5, 1e-3, size=n)
+    label = rng.integers(0, 2, size=n).astype(np.int32)
+    p_label = np.where(rng.uniform(size=n) < wrong, 0.01, p)
+    proba = np.where(
+        label[:, None] == 1, np.column_stack([1 - p_label, p_label]), np.column_stack([p_label, 1 - p_label])
+    )
+    return EventBatch.from_arrays(
+        rng.normal(size=(n, 1)), proba=proba, prediction_code=proba.argmax(axis=1), label_code=label
+    )
+
+
+@pytest.fixture(scope="module")
+def near_perfect_ref() -> PerformanceReference:
+    ref = fit_performance(_near_perfect(np.random.default_rng(40), 20_000, wrong=0.002), BINARY)
+    assert 0.005 < ref.log_loss < 0.015 and ref.accuracy > 0.997  # ~0.01 nats
+    return ref
+
+
+def test_near_perfect_reference_tolerates_a_small_absolute_log_loss_rise(
+    near_perfect_ref: PerformanceReference,
+) -> None:
+    # 0.6% of confident errors instead of 0.2%: the log loss about triples (+0.02 nats) and the accuracy drops by
+    # 0.4 points. A 5% relative tolerance alone (0.0005 nats) fired on it; the absolute floor (0.05 nats) does not.
+    events = _near_perfect(np.random.default_rng(41), 10_000, wrong=0.006)
+    mon = PerformanceMonitor(near_perfect_ref, size=2000, step=200)
+    assert _drops(mon.update(events, seq=0)) == []
+    assert 0.01 < mon.metrics["log_loss"] - near_perfect_ref.log_loss < 0.03
+    relative_only = PerformanceMonitor(near_perfect_ref, size=2000, step=200, log_loss_tolerance=0.0)
+    assert {a.statistic for a in _drops(relative_only.update(events, seq=0))} == {"log_loss"}
+
+
+def test_near_perfect_reference_still_fires_on_a_real_degradation(near_perfect_ref: PerformanceReference) -> None:
+    # 5% of confident errors: +0.2 nats of log loss, 5 points of accuracy.
+    mon = PerformanceMonitor(near_perfect_ref, size=2000, step=200)
+    alerts = mon.update(_near_perfect(np.random.default_rng(42), 6_000, wrong=0.05), seq=0)
+    drops = {a.statistic: a for a in _drops(alerts)}
+    assert {"log_loss", "accuracy"} <= set(drops)
+    ll = drops["log_loss"]
+    assert ll.threshold == pytest.approx(near_perfect_ref.log_loss + 0.05)
+    assert ll.evidence["confidence_bound"] > ll.threshold and ll.event_index == 1999  # the first full window
+
+
+def test_the_relative_tolerance_rules_above_the_floor() -> None:
+    # A weak multiclass model (log loss ~1.4 nats): 5% of it (0.07) is more than the 0.05 floor.
+    ref = fit_performance(_classified(np.random.default_rng(43), 20_000, k=5), Schema(
+        "m", numeric=("x",), prediction="categorical", classes=tuple("abcde")))  # fmt: skip
+    mon = PerformanceMonitor(ref, size=1000, step=200)
+    drops = _drops(mon.update(_classified(np.random.default_rng(44), 2000, k=5, flip=0.5), seq=0))
+    ll = next(a for a in drops if a.statistic == "log_loss")
+    assert ref.log_loss * 0.05 > 0.05 and ll.threshold == pytest.approx(ref.log_loss * 1.05)
+
+
+def test_regression_error_floor() -> None:
+    # A near-exact regressor (errors ~1e-3): with no floor a rise to 1.3e-3 fires; a floor of 0.01 (target units)
+    # tolerates it, and a real rise (errors of 0.05) still fires.
+    rng = np.random.default_rng(46)
+    ref = fit_performance(_regressed(rng, 10_000, noise=1e-3), REGRESSION)
+    small = _joined(_regressed(rng, 2000, noise=1.3e-3))
+    no_floor = PerformanceMonitor(ref, size=1000, step=200)
+    assert {a.statistic for a in _drops(no_floor.update_joined(small))} == {"mae", "rmse"}
+    floored = PerformanceMonitor(ref, size=1000, step=200, error_tolerance=0.01)
+    assert floored.update_joined(small) == []
+    alerts = _drops(floored.update_joined(_joined(_regressed(rng, 2000, noise=0.05))))
+    assert {a.statistic for a in alerts} == {"mae", "rmse"}
+    rmse = next(a for a in alerts if a.statistic == "rmse")
+    assert rmse.threshold == pytest.approx(ref.rmse + 0.01)
+
+
+def test_settings_carry_the_loss_floors_into_the_monitor(tmp_path: Path) -> None:
+    from baselines.build import build_baseline, load_baseline
+    from baselines.store import BaselineStore
+    from streams.config import Settings
+    from streams.pipeline import build_monitor
+
+    assert Settings().performance.log_loss_tolerance == LOG_LOSS_TOLERANCE
+    assert Settings().performance.error_tolerance == 0.0
+    store = BaselineStore(tmp_path)
+    build_baseline(store, _classified(np.random.default_rng(47), 3000), BINARY, anomaly_learned="none")
+    settings = Settings.model_validate({"performance": {"log_loss_tolerance": 0.2, "error_tolerance": 0.3}})
+    perf = build_monitor(load_baseline(store, "m"), settings).performance
+    assert perf is not None and (perf.log_loss_tolerance, perf.error_tolerance) == (0.2, 0.3)
+    assert settings.detection_digest() != Settings().detection_digest()
+
+
 # -- CBPE ----------------------------------------------------------------------------------------
 
 
@@ -316,7 +405,14 @@ def test_snapshot_round_trip_continues_identically(binary_ref: PerformanceRefere
 
 def test_is_a_detector_and_validates_parameters(binary_ref: PerformanceReference) -> None:
     assert isinstance(PerformanceMonitor(binary_ref), Detector)
-    for kwargs in ({"size": 1000, "step": 300}, {"false_alarm_rate": 1.0}, {"critical_factor": 0.5}, {"auc_bins": 1}):
+    for kwargs in (
+        {"size": 1000, "step": 300},
+        {"false_alarm_rate": 1.0},
+        {"critical_factor": 0.5},
+        {"auc_bins": 1},
+        {"log_loss_tolerance": -0.01},
+        {"error_tolerance": -1.0},
+    ):
         with pytest.raises(ValueError):
             PerformanceMonitor(binary_ref, **kwargs)
     with pytest.raises(ValueError):
