@@ -16,9 +16,13 @@ and its commit); otherwise the partition continues where the group left it.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass
 from itertools import compress
 from typing import Any
 
@@ -30,8 +34,10 @@ from prometheus_client import CollectorRegistry
 from baselines.build import LoadedBaseline, load_baseline
 from baselines.errors import BaselineError
 from baselines.store import BaselineStore
+from streams.ahead import DecodeAhead
 from streams.checkpoint import Checkpoint, CheckpointStore
 from streams.config import Settings
+from streams.decode import DecodeResult
 from streams.errors import ConfigError, SourceError
 from streams.kafka_io import DeliveringProducer, consumer_config, ensure_topics, producer_config
 from streams.metrics import Metrics, serve
@@ -97,6 +103,18 @@ def kafka_positions(msgs: list[Any]) -> Positions:
     )
 
 
+@dataclass
+class _Fetched:
+    """Owned messages of one fetch, until they are detected on."""
+
+    events: list[Any]
+    values: list[bytes | None]  # of events
+    feedback: list[Any]
+    ends: dict[str, int]  # next offset per "topic:partition" once this batch is handled
+    n_fetched: int
+    decoding: Future[DecodeResult] | None = None
+
+
 def dead_letter_headers(reason: str, detail: str, where: Mapping[str, Any]) -> list[tuple[str, bytes]]:
     """Kafka headers of a dead letter: why, and where the original came from."""
     headers = [("inferwatch.reason", reason.encode()), ("inferwatch.detail", detail.encode())]
@@ -137,6 +155,9 @@ class Service:
         self._assigned: set[str] = set()
         self._restored_offsets: dict[str, int] = {}
         self._dirty = False
+        # Fetched batches not yet detected on, oldest first, and the process decoding them.
+        self._pending: deque[_Fetched] = deque()
+        self._ahead: DecodeAhead | None = None
         # Processing (monotonic) time of each model's last event, for the idle flush of time panes.
         self._last_event_at: dict[str, float] = {}
         conf = settings.kafka.consumer
@@ -155,6 +176,11 @@ class Service:
         s = self.settings
         store = open_store(s)
         self.pipeline = make_pipeline(s, load_active_baselines(store))
+        ahead = s.kafka.decode_ahead
+        if ahead is None:
+            ahead = (os.cpu_count() or 1) > 1
+        # Started before anything else can fail, and closed in the finally below.
+        self._ahead = DecodeAhead(self.pipeline.decoder) if ahead else None
         self.checkpoints = CheckpointStore(s.checkpoint.dir)
         cp = self.checkpoints.load()
         if cp is not None:
@@ -192,9 +218,12 @@ class Service:
             )
             self.ready.set()
             self._loop(consumer)
+            self._finish_ready(more_coming=False)
             self._commit(consumer)
         finally:
             consumer.close()
+            if self._ahead is not None:
+                self._ahead.close()
 
     def _on_assign(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
         restored = {_key(tp): self._restored_offsets[_key(tp)] for tp in parts if _key(tp) in self._restored_offsets}
@@ -219,14 +248,17 @@ class Service:
             consumer.assign(parts)
 
     def _on_revoke(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
-        # Still the owner: deliver, checkpoint and commit what was processed, revoked partitions
-        # included, so the next owner starts exactly after it.
+        # Still the owner: finish what was fetched, then deliver, checkpoint and commit it, revoked
+        # partitions included, so the next owner starts exactly after it.
+        self._finish_ready(more_coming=False)
         self._commit(consumer)
         self._forget(consumer, parts, "revoked")
 
     def _on_lost(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
         # No longer the owner (session timed out): committing now could move another member's
         # offsets, so forget the partitions; the new owner reprocesses from the group's commit.
+        # What was fetched is still detected on: the alerts it repeats carry the same ids.
+        self._finish_ready(more_coming=False)
         self._forget(consumer, parts, "lost")
 
     def _forget(self, consumer: Consumer, parts: list[TopicPartition], why: str) -> None:
@@ -251,7 +283,8 @@ class Service:
             self.producer.poll(0)
             now = time.monotonic()
             if msgs:
-                self._process(msgs)
+                self._pending.append(self._accept(msgs))
+            self._finish_ready(more_coming=bool(msgs))
             self._flush_idle(now)
             if self._dirty and now - last_checkpoint >= s.checkpoint.interval_s:
                 self._commit(consumer)
@@ -260,10 +293,9 @@ class Service:
                 self._observe_lag(consumer)
                 last_lag = now
 
-    def _process(self, msgs: list[Any]) -> None:
-        t0 = time.perf_counter()
+    def _accept(self, msgs: list[Any]) -> _Fetched:
+        """The messages of a fetch this instance owns, split into events and feedback."""
         feedback_topic = self.settings.performance.feedback_topic
-        now = time.monotonic()
         n_fetched = len(msgs)
         errors = list(map(Message.error, msgs))
         if errors.count(None) != len(msgs):
@@ -278,23 +310,45 @@ class Service:
             owned = [keys[tp] in self._assigned for tp in where]
             msgs, where = list(compress(msgs, owned)), list(compress(where, owned))
         # in offset order within a partition: the last message of each is its next offset - 1
+        ends: dict[str, int] = {}
         for tp, offset in dict(zip(where, map(Message.offset, msgs), strict=True)).items():
             assert offset is not None  # only error events lack one
-            self._offsets[keys[tp]] = offset + 1
+            ends[keys[tp]] = offset + 1
         events, feedback = msgs, []
         if feedback_topic is not None and any(tp[0] == feedback_topic for tp in keys):
             is_feedback = [tp[0] == feedback_topic for tp in where]
             feedback = list(compress(msgs, is_feedback))
             events = list(compress(msgs, [not f for f in is_feedback]))
-        for chunk, process in ((events, self.pipeline.process), (feedback, self.pipeline.process_feedback)):
-            if not chunk:
-                continue
-            out = process(list(map(Message.value, chunk)), kafka_positions(chunk))
+        fetched = _Fetched(events, list(map(Message.value, events)), feedback, ends, n_fetched)
+        if self._ahead is not None and events:
+            fetched.decoding = self._ahead.submit(fetched.values)
+        return fetched
+
+    def _finish_ready(self, more_coming: bool) -> None:
+        """Detect on the fetched batches, all of them, or all but the last while more arrive (it is
+        being decoded in the other process meanwhile)."""
+        keep = 1 if self._ahead is not None and more_coming else 0
+        while len(self._pending) > keep:
+            self._finish(self._pending.popleft())
+
+    def _finish(self, fetched: _Fetched) -> None:
+        t0 = time.perf_counter()
+        now = time.monotonic()
+        if fetched.events:
+            positions = kafka_positions(fetched.events)
+            if self._ahead is None:
+                out = self.pipeline.process(fetched.values, positions)
+            else:
+                out = self.pipeline.process_decoded(self._ahead.result(fetched.decoding, fetched.values), positions)
             self._publish(out)
             for model_id in out.events_by_model:
                 self._last_event_at[model_id] = now
+        if fetched.feedback:
+            fb = fetched.feedback
+            self._publish(self.pipeline.process_feedback(list(map(Message.value, fb)), kafka_positions(fb)))
+        self._offsets.update(fetched.ends)
         self.metrics.observe_monitors(self.pipeline.monitors)
-        self.metrics.batch_events.observe(n_fetched)
+        self.metrics.batch_events.observe(fetched.n_fetched)
         self.metrics.batch_seconds.observe(time.perf_counter() - t0)
         self._dirty = True
 

@@ -470,11 +470,12 @@ def replay_file_alerts(
 # ==================================================================================================
 # 1. inferwatch run: detection, the alert contract, metrics, clean shutdown
 # ==================================================================================================
+@pytest.mark.parametrize("decode_ahead", [True, False], ids=["decode-ahead", "decode-here"])
 def test_run_detects_shift_publishes_contract_alert_and_stops_cleanly(
-    kafka_bootstrap: str, setup: Callable[..., ServiceProcess], baseline: tuple[Path, str]
+    kafka_bootstrap: str, setup: Callable[..., ServiceProcess], baseline: tuple[Path, str], decode_ahead: bool
 ) -> None:
     # No periodic checkpoint: the offsets that SIGTERM leaves committed are the shutdown path's work.
-    svc = setup(checkpoint={"interval_s": 3600}).start()
+    svc = setup(checkpoint={"interval_s": 3600}, kafka={"decode_ahead": decode_ahead}).start()
     lines = drift_lines()
     timestamps = [orjson.loads(line)["ts"] for line in lines]
     positions = produce(kafka_bootstrap, svc.events_topic, lines, timestamps=timestamps)
