@@ -26,13 +26,17 @@ def _start(decoder: Decoder) -> None:
     _decoder = decoder
 
 
+def _ready() -> bool:
+    return _decoder is not None
+
+
 def _decode(values: Sequence[bytes | None]) -> DecodeResult:
     assert _decoder is not None
     return _decoder.decode(values)
 
 
 class DecodeAhead:
-    """A child process that decodes chunks for :meth:`Decoder.decode`, in submission order.
+    """Child processes that decode chunks for :meth:`Decoder.decode`; results in submission order.
 
     If the child dies (killed, out of memory), :meth:`result` decodes that chunk here and every
     later one too: slower, but nothing is lost and the service keeps running.
@@ -40,28 +44,34 @@ class DecodeAhead:
     Parameters
     ----------
     decoder
-        The decoder to copy into the child; also the fallback here.
+        The decoder to copy into the children; also the fallback here.
+    processes
+        How many child processes decode.
 
     Examples
     --------
     >>> from detector.schema import Schema
     >>> ahead = DecodeAhead(Decoder({"m": Schema("m", numeric=("x",))}))
+    >>> ahead.wait_started()
     >>> chunk = [b'{"event_id":"a","ts":1,"model_id":"m","features":{"x":2}}']
     >>> ahead.result(ahead.submit(chunk), chunk).batches[0].batch.numeric.tolist()
     [[2.0]]
     >>> ahead.close()
     """
 
-    def __init__(self, decoder: Decoder) -> None:
+    def __init__(self, decoder: Decoder, processes: int = 1) -> None:
         self.decoder = decoder
         # spawn: no fork of a process that holds librdkafka's threads
         self._pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
-            1, mp_context=mp.get_context("spawn"), initializer=_start, initargs=(decoder,)
+            processes, mp_context=mp.get_context("spawn"), initializer=_start, initargs=(decoder,)
         )
+        # A child takes a second or two to start (imports): chunks are decoded here until it answers.
+        self._started = self._pool.submit(_ready)
 
     def submit(self, values: Sequence[bytes | None]) -> Future[DecodeResult] | None:
-        """Start decoding ``values`` in the child; ``None`` once the child is gone."""
-        if self._pool is None:
+        """Start decoding ``values`` in a child; ``None`` (decode here) until one has started, or
+        once they are gone."""
+        if self._pool is None or not self._started.done():
             return None
         try:
             return self._pool.submit(_decode, list(values))
@@ -77,6 +87,14 @@ class DecodeAhead:
             except Exception as e:  # the child died: no message may be lost for that
                 self._lost(e)
         return self.decoder.decode(values)
+
+    def wait_started(self) -> None:
+        """Block until a child decodes (or is gone): for tests."""
+        if self._pool is not None:
+            try:
+                self._started.result()
+            except Exception as e:
+                self._lost(e)
 
     def _lost(self, e: BaseException) -> None:
         if self._pool is not None:

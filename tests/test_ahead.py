@@ -35,7 +35,8 @@ def chunk(start: int, n: int) -> list[bytes | None]:
 
 def test_chunks_come_back_decoded_in_order_as_here() -> None:
     decoder = Decoder({"m": SCHEMA})
-    ahead = DecodeAhead(decoder)
+    ahead = DecodeAhead(decoder, processes=2)
+    ahead.wait_started()
     try:
         chunks = [chunk(k * 100, 100) for k in range(5)]
         futures = [ahead.submit(c) for c in chunks]
@@ -50,6 +51,7 @@ def test_chunks_come_back_decoded_in_order_as_here() -> None:
 def test_a_killed_child_loses_nothing() -> None:
     decoder = Decoder({"m": SCHEMA})
     ahead = DecodeAhead(decoder)
+    ahead.wait_started()
     try:
         first = chunk(0, 50)
         assert_same(ahead.result(ahead.submit(first), first), decoder.decode(first))
