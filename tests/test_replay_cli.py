@@ -168,13 +168,16 @@ def test_run_without_active_baseline_fails_before_touching_kafka(tmp_path: Path)
         ("zero-size.json", b'{"drift": {"size": 0}}', ("drift.size",)),
         ("bad.toml", b"[drift\nsize = 1", ("bad.toml", "not valid toml")),
         ("size-step.toml", b"[drift]\nsize = 2000\nstep = 300\n", ("drift.size (2000)",)),
+        ("latin1.json", '{"logging": {"level": "INFO"}} // é'.encode("latin-1"), ("latin1.json", "UTF-8")),
+        ("nope.toml", None, ("nope.toml",)),  # no such file
     ],
 )
 def test_invalid_config_file(
-    store: Path, events: Path, tmp_path: Path, name: str, content: bytes, fragments: tuple[str, ...]
+    store: Path, events: Path, tmp_path: Path, name: str, content: bytes | None, fragments: tuple[str, ...]
 ) -> None:
     config = tmp_path / name
-    config.write_bytes(content)
+    if content is not None:
+        config.write_bytes(content)
     proc = inferwatch(
         "replay",
         "--config",
@@ -187,38 +190,6 @@ def test_invalid_config_file(
         str(tmp_path / "alerts.jsonl"),
     )
     assert_one_line_error(proc, *fragments)
-
-
-def test_config_file_that_is_not_utf8(store: Path, events: Path, tmp_path: Path) -> None:
-    config = tmp_path / "latin1.json"
-    config.write_bytes('{"logging": {"level": "INFO"}} // é'.encode("latin-1"))
-    proc = inferwatch(
-        "replay",
-        "--config",
-        str(config),
-        "--baselines",
-        str(store),
-        "--input",
-        str(events),
-        "--alerts",
-        str(tmp_path / "alerts.jsonl"),
-    )
-    assert_one_line_error(proc, "latin1.json", "UTF-8")
-
-
-def test_missing_config_file(store: Path, events: Path, tmp_path: Path) -> None:
-    proc = inferwatch(
-        "replay",
-        "--config",
-        str(tmp_path / "nope.toml"),
-        "--baselines",
-        str(store),
-        "--input",
-        str(events),
-        "--alerts",
-        str(tmp_path / "alerts.jsonl"),
-    )
-    assert_one_line_error(proc, "nope.toml")
 
 
 @pytest.mark.parametrize("value", ["yesterday", "2026-11-18T10:00:00", "²", ""])
