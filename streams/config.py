@@ -14,7 +14,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
@@ -98,29 +98,41 @@ class DriftSettings(_Frozen):
         return self
 
 
-class ValidationSettings(_Frozen):
-    """Input validation against the baseline: ranges, categories, missing values, decoder problems."""
+class _Windowed(_Frozen):
+    """What every detector that alerts on a sliding window of events is configured with."""
+
+    _section: ClassVar[str]
 
     enabled: bool = True
+    size: int = Field(2000, ge=1, description="events per window")
+    step: int = Field(200, ge=1, description="the window is evaluated every step events")
+    min_events: int = Field(100, ge=1, description="events needed before the first evaluation")
+    false_alarm_rate: float = Field(1e-3, gt=0, lt=1, description="false alarms per window length of a stable stream")
+
+    @model_validator(mode="after")
+    def _check_window(self) -> Self:
+        if self.size % self.step:
+            name = self._section
+            raise ValueError(f"{name}.size ({self.size}) must be a multiple of {name}.step ({self.step})")
+        return self
+
+
+class ValidationSettings(_Windowed):
+    """Input validation against the baseline: ranges, categories, missing values, decoder problems."""
+
+    _section = "validation"
     margin: float = Field(0.1, ge=0, description="allowed excess beyond the reference range, as a share of it")
-    size: int = Field(2000, ge=1)
-    step: int = Field(200, ge=1)
-    min_events: int = Field(100, ge=1)
-    false_alarm_rate: float = Field(1e-3, gt=0, lt=1)
     min_increase: float = Field(0.01, gt=0, lt=1, description="violation rate above the reference rate to alert")
 
 
-class PerformanceSettings(_Frozen):
+class PerformanceSettings(_Windowed):
     """Performance against the baseline once labels arrive (inline or on the feedback topic)."""
 
-    enabled: bool = True
+    _section = "performance"
+    size: int = Field(2000, ge=1, description="labelled events per window")
     feedback_topic: str | None = None
     join_horizon_ms: int = Field(86_400_000, ge=1, description="labels later than this are not joined")
     join_capacity: int = Field(200_000, ge=1, description="predictions kept waiting for labels, per model")
-    size: int = Field(2000, ge=1, description="labelled events per window")
-    step: int = Field(200, ge=1)
-    min_events: int = Field(100, ge=1)
-    false_alarm_rate: float = Field(1e-3, gt=0, lt=1)
     tolerance: float = Field(0.02, ge=0, description="accuracy drop tolerated before alerting")
     # Absolute floors of the tolerated rise of the loss metrics (which otherwise tolerate 5% of the
     # reference): 0.05 nats of log loss is what 2% more errors at 90% confidence cost (0.02 * ln 10), in
@@ -129,16 +141,12 @@ class PerformanceSettings(_Frozen):
     error_tolerance: float = Field(0.0, ge=0, description="MAE/RMSE rise (target units) always tolerated")
 
 
-class AnomalySettings(_Frozen):
+class AnomalySettings(_Windowed):
     """Per-event anomaly scores (fitted into the baseline) and the anomaly_rate alert."""
 
-    enabled: bool = True
+    _section = "anomaly"
     learned: Literal["loda", "iforest", "none"] = Field("loda", description="learned detector fitted at build")
     fpr: float = Field(1e-3, gt=0, lt=0.5, description="calibrated flag rate on reference data (build time)")
-    size: int = Field(2000, ge=1)
-    step: int = Field(200, ge=1)
-    min_events: int = Field(100, ge=1)
-    false_alarm_rate: float = Field(1e-3, gt=0, lt=1)
     min_ratio: float = Field(3.0, gt=1, description="flag rate over the calibrated rate needed to alert")
 
 

@@ -166,6 +166,8 @@ def test_run_without_active_baseline_fails_before_touching_kafka(tmp_path: Path)
         ("unknown-section.json", b'{"detector": {}}', ("detector",)),
         ("size-step.json", b'{"drift": {"size": 1000, "step": 300}}', ("drift.size (1000)", "drift.step (300)")),
         ("zero-size.json", b'{"drift": {"size": 0}}', ("drift.size",)),
+        ("anomaly-window.json", b'{"anomaly": {"size": 1000, "step": 300}}', ("anomaly.size (1000)", "anomaly.step")),
+        ("labels-window.json", b'{"performance": {"size": 500, "step": 200}}', ("performance.size (500)",)),
         ("bad.toml", b"[drift\nsize = 1", ("bad.toml", "not valid toml")),
         ("size-step.toml", b"[drift]\nsize = 2000\nstep = 300\n", ("drift.size (2000)",)),
         ("latin1.json", '{"logging": {"level": "INFO"}} // é'.encode("latin-1"), ("latin1.json", "UTF-8")),
