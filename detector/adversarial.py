@@ -64,6 +64,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
+from detector.buffers import Scratch
 from detector.decision import AlertDecision, Severity, Status
 from detector.errors import SchemaMismatchError, SnapshotError
 from detector.schema import MISSING, EventBatch
@@ -77,10 +78,12 @@ _POP_PRIOR = 64.0  # weight of the reference in the population gate, in events
 _POP_DECAY = 1.0 / 256  # per event
 _POP_INDEX = 0.7  # below this population distance scale the fixed index cells match unrelated queries
 _POP_OOD = 0.5  # once most events are ood, the flag singles no client out (a population shift)
-_SHORT = 6  # history length below which an event's distances use a short window (speed only)
 _CAMP_RING = 32  # recent boundary hits kept per campaign to link new account pairs to it
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
+#: every float16 bit pattern as float32: widening the ring's values is a table lookup (numpy's float16 casts
+#: cost ~10 ns a value; a gather from this 256 KiB table is several times faster, and exact by construction)
+_F16_TO_F32 = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
 
 
 class _Layout(NamedTuple):
@@ -166,10 +169,15 @@ class AdversarialArtifact:
     def n_features(self) -> int:
         return int(self.center.shape[0])
 
-    def embed(self, x: F64) -> npt.NDArray[np.float32]:
-        """Project feature rows (NaN counts as the reference center)."""
-        z = (x - self.center) / self.scale
-        np.nan_to_num(z, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    def embed(self, x: F64, scratch: Scratch | None = None) -> npt.NDArray[np.float32]:
+        """Project feature rows (NaN counts as the reference center); ``scratch`` holds the intermediates."""
+        if scratch is None:
+            z = x - self.center
+        else:
+            z = scratch.get("embed.z", np.broadcast_shapes(x.shape, self.center.shape), np.result_type(x, self.center))
+            np.subtract(x, self.center, out=z)
+        z /= self.scale
+        np.copyto(z, 0.0, where=~np.isfinite(z))  # nan_to_num's three passes in one
         return (z @ self.projection).astype(np.float32)
 
     @classmethod
@@ -379,6 +387,123 @@ def _quiet_run(
         lead = calm + int(breaks[0]) if breaks[0] else 0  # the streak values reached before the first break
         longest = max(lead, int(np.diff(breaks).max(initial=1)) - 1, final)
     return None if longest >= resolve_after else (max(cool - m, 0), final)
+
+
+def _rows(a: npt.NDArray[Any]) -> npt.NDArray[np.void]:
+    """A C-contiguous array as a 1-D view of its rows (along the first axis), each row one opaque item.
+
+    ``np.take`` / ``np.put`` on it move whole rows about 10x faster than fancy indexing of the n-D array,
+    which walks the row's subspace item by item. The values moved are the same bytes.
+    """
+    if not a.flags.c_contiguous:
+        raise ValueError("row view of a non-contiguous array")  # a reshape would copy: writes would be lost
+    r = a.reshape(len(a), int(np.prod(a.shape[1:], dtype=np.int64)))  # (not -1: a may have no rows)
+    return r.view(np.dtype((np.void, r.shape[1] * r.itemsize))).reshape(-1)
+
+
+def _take_rows(a: npt.NDArray[Any], idx: npt.NDArray[np.integer[Any]]) -> npt.NDArray[Any]:
+    """``a[idx]`` for a C-contiguous ``a`` and 1-D integer ``idx`` (see :func:`_rows`)."""
+    out: npt.NDArray[Any] = np.take(_rows(a), idx).view(a.dtype).reshape(len(idx), *a.shape[1:])
+    return out
+
+
+def _put_rows(a: npt.NDArray[Any], idx: npt.NDArray[np.integer[Any]], v: npt.NDArray[Any]) -> None:
+    """``a[idx] = v`` for a C-contiguous ``a``, 1-D integer ``idx`` without repeats, and rows ``v``."""
+    np.put(_rows(a), idx, _rows(np.ascontiguousarray(v, dtype=a.dtype)))
+
+
+def _lag_dist(
+    e_zp: npt.NDArray[np.float32],
+    cur: npt.NDArray[np.float32],
+    p: I64,
+    n_hist: I64,
+    out: npt.NDArray[np.float32],
+    scratch: Scratch,
+) -> None:
+    """Distances of each event to the rows before it: ``out[i, j]`` is the Euclidean distance between ``cur[p[i]]``
+    and row ``p[i] - 1 - j`` of the laid-out queries (``e_zp`` without its leading padding), for ``j < out.shape[1]``
+    and ``j < n_hist[i]`` (the other entries are left to the caller, which masks them).
+
+    One lag at a time over every row of the layout: contiguous slices instead of gathering a window per event
+    (several times faster; the rows that are not events, or whose lag leaves the client, are computed too). A lag
+    that few events reach (many clients with short histories) gathers those events' rows instead. Each squared
+    distance is ``einsum`` over the contiguous feature axis, as a gathered window's would be, so the float32
+    rounding is the same either way.
+    """
+    total = len(cur)
+    pad = len(e_zp) - total
+    diff = scratch.get("lag.diff", cur.shape, np.float32)
+    sq = scratch.get("lag.sq", (total,), np.float32)
+    rows = _rows(e_zp)
+    with np.errstate(invalid="ignore", over="ignore"):  # rows masked later may hold float16 overflows (inf)
+        for j in range(out.shape[1]):
+            sel = np.flatnonzero(n_hist > j)
+            if 4 * len(sel) >= total:
+                np.subtract(e_zp[pad - 1 - j : pad - 1 - j + total], cur, out=diff)
+                np.einsum("qd,qd->q", diff, diff, out=sq)
+                out[:, j] = np.take(sq, p)
+            elif len(sel):
+                ps = p[sel]
+                d = np.take(rows, ps + (pad - 1 - j)).view(np.float32).reshape(len(sel), -1)
+                d -= _take_rows(cur, ps)
+                out[sel, j] = np.einsum("qd,qd->q", d, d)
+    np.sqrt(out, out=out)
+
+
+def _widen16(a: npt.NDArray[np.float16]) -> npt.NDArray[np.float32]:
+    """``a.astype(np.float32)``, by table lookup (see ``_F16_TO_F32``)."""
+    out: npt.NDArray[np.float32] = np.take(_F16_TO_F32, np.ascontiguousarray(a).view(np.uint16))
+    return out
+
+
+def _stable_order(a: I64) -> tuple[I64, I64]:
+    """``np.argsort(a, kind="stable")`` and ``a`` in that order, for non-negative ``a`` with ``a.max() * len(a)``
+    below ``2**63``: sorting ``a * len(a) + index`` (distinct keys, so any sort is stable) with numpy's
+    vectorized quicksort is ~4x faster than the stable (merge/timsort) argsort."""
+    n = len(a)
+    c = a * n + np.arange(n, dtype=np.int64)
+    c.sort()
+    return c % n if n else c, c // n if n else c
+
+
+def _run_state(calm_now: npt.NDArray[np.bool_], cur: int, cool: int, calm: int) -> tuple[int, int]:
+    """``(cool, calm)`` after a run of events on which the incident state machine emits nothing: the cooldown
+    counts down, the calm streak grows on calm events while an incident is open and restarts at 0 otherwise."""
+    m = len(calm_now)
+    if m == 0:
+        return cool, calm
+    if cur == 0:
+        return max(cool - m, 0), 0
+    breaks = np.flatnonzero(~calm_now)
+    return max(cool - m, 0), calm + m if len(breaks) == 0 else m - 1 - int(breaks[-1])
+
+
+def _next_record(
+    lv: npt.NDArray[np.integer[Any]],
+    calm_now: npt.NDArray[np.bool_],
+    cur: int,
+    cool: int,
+    calm: int,
+    resolve_after: int,
+) -> tuple[int, Status] | None:
+    """Index and status of the first event of a client's run that makes the incident state machine emit a
+    record of one kind, from state ``cur`` (level), ``cool`` (cooldown) and ``calm`` (calm streak); ``None``
+    if none does. See ``AdversarialDetector._process`` for the machine."""
+    m = len(lv)
+    if cur == 0:
+        # opens at the first event with a level once the cooldown has run out (index >= cool)
+        hit = np.flatnonzero(lv[cool:] > 0) if cool < m else np.zeros(0, dtype=np.intp)
+        return (cool + int(hit[0]), "open") if len(hit) else None
+    up = np.flatnonzero(lv > cur)
+    t_up = int(up[0]) if len(up) else m
+    # calm streak after each event before the update: restarted by every non-calm event
+    idx = np.arange(t_up)
+    last_break = np.maximum.accumulate(np.where(calm_now[:t_up], -1, idx)) if t_up else idx
+    streak = np.where(last_break < 0, calm + idx + 1, idx - last_break)
+    res = np.flatnonzero(streak >= resolve_after)
+    if len(res):
+        return int(res[0]), "resolved"
+    return (t_up, "update") if t_up < m else None
 
 
 def _finite(v: Any) -> float | None:
@@ -658,6 +783,8 @@ class AdversarialDetector:
         self._off = irng.random(size=(index_tables, self._band))
         self._mult = (irng.integers(1, 2**62, size=(index_tables, self._band), dtype=np.uint64) * 2 + 1).astype(_U64)
         self._cell = artifact.cell if artifact.cell > 0 else 1.0
+        self._rot_flat = np.ascontiguousarray(self._rot.transpose(1, 0, 2).reshape(-1, index_tables * self._band))
+        self._scratch = Scratch()  # large per-batch intermediates (not state)
         self._reset()
 
     # ------------------------------------------------------------------------------------- state
@@ -873,8 +1000,26 @@ class AdversarialDetector:
                     ids_l[i] = str(ids_l[i])
                     slots[i] = get(ids_l[i], -1)
             new = np.flatnonzero(slots < 0)
+            new_ids = [ids_l[i] for i in new.tolist()]
+            uniq = list(dict.fromkeys(new_ids))  # new clients in order of first appearance
+            n_new = len(uniq)
+            if n_new <= len(self._free):
+                # room for all: the loop below without eviction, with dict and array operations
+                taken = self._free[len(self._free) - n_new :][::-1]  # the slots ``pop()`` would give, in order
+                del self._free[len(self._free) - n_new :]
+                fresh = dict(zip(uniq, taken, strict=True))
+                self._index.update(fresh)
+                taken_a = np.asarray(taken, dtype=np.int64)
+                names = np.empty(n_new, dtype=object)
+                names[:] = uniq
+                self._ids[taken_a] = names
+                self._uid[taken_a] = self._next_uid + np.arange(n_new, dtype=np.int64)
+                self._next_uid += n_new
+                slots[new] = np.fromiter(map(fresh.__getitem__, new_ids), dtype=np.int64, count=len(new_ids))
+                _, first_row = np.unique(slots[new], return_index=True)
+                self._last_ts[slots[new[first_row]]] = ts[new[first_row]]
+                return slots
             first: dict[str, int] = {}
-            n_new = len({ids_l[i] for i in new.tolist()})
             for i in new.tolist():
                 c = ids_l[i]
                 s = first.get(c)
@@ -937,14 +1082,19 @@ class AdversarialDetector:
             is_ood = o.astype(bool) if o.dtype == bool else np.nan_to_num(o.astype(np.float64)) >= self.ood_threshold
             have_ood = True
         keep: npt.NDArray[np.bool_] = batch.client_id != None  # noqa: E711 (elementwise on the object array)
-        rows = np.flatnonzero(keep) if not keep.all() else np.arange(n)
+        every = bool(keep.all())
+        rows = np.arange(n) if every else np.flatnonzero(keep)
         if len(rows) == 0:
             return []
-        ids = batch.client_id[rows]
-        ts = batch.ts[rows]
-        z = self.artifact.embed(batch.numeric[rows])
-        pred = batch.prediction_code[rows].astype(np.int64)
-        proba = batch.proba[rows]
+
+        def pick(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
+            return a if every else a[rows]  # no copy when every event has a client (the common case)
+
+        ids = pick(batch.client_id)
+        ts = pick(batch.ts)
+        z = self.artifact.embed(pick(batch.numeric), self._scratch)
+        pred = pick(batch.prediction_code).astype(np.int64)
+        proba = pick(batch.proba)
         if proba.shape[1] >= 2:
             top = -np.sort(-np.nan_to_num(proba, nan=-1.0), axis=1)[:, :2]
             margin = np.where(top[:, 1] >= 0, top[:, 0] - top[:, 1], np.nan)
@@ -962,14 +1112,15 @@ class AdversarialDetector:
         self._count_heavy(self._sketch, slots)
         hits = self._index_pass(z, slots, pred, seq + rows)
         out: list[AlertDecision] = []
+        event_ids = pick(batch.event_id)
         n_seen, pscale, layout = self._process(
-            slots, z, pred, margin, is_ood, have_ood, ts, seq + rows, batch.event_id[rows], out, sketch0
+            slots, z, pred, margin, is_ood, have_ood, ts, seq + rows, event_ids, out, sketch0
         )
         # The index's cells have a fixed width: once the whole population's distances have shrunk by half
         # (a recalibrated sensor), cross-client coincidences are no longer evidence of a shared search.
         ok = pscale[hits[0]] >= _POP_INDEX
         hits = (hits[0][ok], hits[1][ok], hits[2][ok], hits[3][ok])
-        out.extend(self._campaigns(hits, slots, z, pred, n_seen, seq + rows, ts, batch.event_id[rows], layout))
+        out.extend(self._campaigns(hits, slots, z, pred, n_seen, seq + rows, ts, event_ids, layout))
         out.sort(key=lambda a: (a.event_index, KINDS.index(a.kind), a.client_id or ""))
         # Decided on stream positions; like every detector, report the row within this batch
         # (``pane`` keeps the stream position).
@@ -985,31 +1136,47 @@ class AdversarialDetector:
         uid = self._uid[slots]
         packed = (slots << 8) | (pred + 1)
         # all tables at once: keys (T, n), flattened table-major; positions of different tables never meet
-        proj = (z.astype(np.float64) @ self._rot.transpose(1, 0, 2).reshape(-1, t_ * band)).reshape(n, t_, band)
-        q = np.floor(proj / self._cell + self._off[None]).astype(np.int64).astype(_U64)
+        sc = self._scratch
+        zf = sc.get("ix.z", z.shape, np.float64)
+        np.copyto(zf, z)
+        cells = sc.get("ix.cells", (n, t_ * band), np.float64)
+        np.matmul(zf, self._rot_flat, out=cells)  # the whole batch at once: BLAS rounding depends on the shape
+        cells = cells.reshape(n, t_, band)
+        # in place: floor(proj / cell + off), as int64 reinterpreted as uint64 (two's complement)
+        np.divide(cells, self._cell, out=cells)
+        cells += self._off[None]
+        np.floor(cells, out=cells)
+        q = sc.get("ix.q", (n, t_, band), np.int64)
+        np.copyto(q, cells, casting="unsafe")
+        q = q.view(_U64)
         with np.errstate(over="ignore"):
-            key = (q * self._mult[None]).sum(axis=2, dtype=_U64).T.copy()
+            # uint64 sums wrap modulo 2**64, so the summation order (einsum's) cannot change the key
+            key = np.einsum("ntb,tb->tn", q, self._mult)
             key ^= key >> _U64(29)
             key *= _U64(0xBF58476D1CE4E5B9)
             key ^= key >> _U64(32)
         key |= _U64(1)  # 0 marks an empty slot
         pos = ((key & _U64(m - 1)).astype(np.int64) + (np.arange(t_, dtype=np.int64) * m)[:, None]).ravel()
         keyf = key.view(np.int64).ravel()
-        vals = np.empty((t_ * n, 4), dtype=np.int64)
-        vals[:, 0] = keyf
-        vals[:, 1] = np.tile(uid, t_)
-        vals[:, 2] = np.tile(seqs, t_)
-        vals[:, 3] = np.tile(packed, t_)
+        vals = sc.get("ix.vals", (t_, n, 4), np.int64)
+        vals[:, :, 0] = key.view(np.int64)
+        vals[:, :, 1] = uid
+        vals[:, :, 2] = seqs
+        vals[:, :, 3] = packed
+        vals = vals.reshape(t_ * n, 4)
         # stored entry each event sees: the previous batch event in the same slot, else the table
-        o = np.argsort(pos, kind="stable")
-        ps = pos[o]
+        o, ps = _stable_order(pos)
         same = np.r_[False, ps[1:] == ps[:-1]]
         prev_of = np.empty(t_ * n, dtype=np.int64)
         prev_of[o] = np.where(same, np.r_[-1, o[:-1]], -1)
-        table = self._ix.reshape(t_ * m, 4)
-        stored = table[pos]
+        # Rows of 4 int64 are moved as one 32-byte item: np.take / np.put on a void view are ~10x faster than
+        # fancy indexing of the 2-D table (which walks a subspace per row).
+        row = np.dtype((np.void, 32))
+        table = self._ix.reshape(t_ * m, 4).view(row).reshape(-1)
+        stored = sc.get("ix.stored", (t_ * n, 4), np.int64)
+        np.take(table, pos, out=stored.view(row).reshape(-1))
         in_batch = np.flatnonzero(prev_of >= 0)
-        stored[in_batch] = vals[prev_of[in_batch]]
+        stored[in_batch] = np.take(vals, prev_of[in_batch], axis=0)
         ok = ((stored[:, 0] == keyf) & (vals[:, 2] - stored[:, 2] <= self.index_horizon)).reshape(t_, n)
         match_cnt = ok.sum(axis=0)
         cross = ok & (stored[:, 1] != vals[:, 1]).reshape(t_, n)
@@ -1020,7 +1187,7 @@ class AdversarialDetector:
         best_packed = np.where(any_cross, stored[at, 3], 0)
         # last writer per slot wins
         w = o[np.r_[ps[1:] != ps[:-1], True]]
-        table[pos[w]] = vals[w]
+        np.put(table, pos[w], np.take(vals, w, axis=0).view(row).reshape(-1))
         best_pred = (best_packed & 0xFF) - 1
         best_slot = best_packed >> 8
         hit = np.flatnonzero((match_cnt >= self.index_match) & (best_uid > 0))
@@ -1068,8 +1235,7 @@ class AdversarialDetector:
         h, k = self.history, art.k
         n, dd = z.shape
         # --- sort events by client (stable: stream order within a client)
-        order = np.argsort(s, kind="stable")
-        so = s[order]
+        order, so = _stable_order(s)
         gstarts = np.flatnonzero(np.r_[True, so[1:] != so[:-1]])
         n_g = len(gstarts)
         m_g = np.diff(np.r_[gstarts, n])
@@ -1084,7 +1250,8 @@ class AdversarialDetector:
         # float32 working copy holding float16-rounded values, as the ring stores them (so a batch sees
         # exactly what the same rows one at a time would); ``h`` padding rows in front let every event's
         # history be one contiguous window
-        e_zp = np.zeros((total + h, dd), dtype=np.float32)
+        e_zp = self._scratch.get("proc.e_zp", (total + h, dd), np.float32)  # every row below the padding is set
+        e_zp[:h] = 0.0
         e_z = e_zp[h:]
         e_pred = np.empty(total, dtype=np.int8)
         e_seq = np.empty(total, dtype=np.int64)
@@ -1094,32 +1261,33 @@ class AdversarialDetector:
             i = np.arange(tf) - np.repeat(np.cumsum(f_g) - f_g, f_g)
             rpos = (cnt_g[grp] - f_g[grp] + i) % h
             dst = e_start[grp] + i
-            e_z[dst] = self._ring[gslot[grp], rpos]
-            e_pred[dst] = self._ring_pred[gslot[grp], rpos]
-            e_seq[dst] = self._ring_seq[gslot[grp], rpos]
+            flat = gslot[grp] * h + rpos  # ring entry, the ring seen as (clients * h) rows
+            _put_rows(e_z, dst, _widen16(_take_rows(self._ring.reshape(-1, dd), flat)))
+            e_pred[dst] = self._ring_pred.ravel()[flat]
+            e_seq[dst] = self._ring_seq.ravel()[flat]
         p = e_start[gid] + f_g[gid] + j_in  # position in E of each sorted event
-        zs = z[order]
+        zs = _take_rows(z, order)
         predo = pred[order]
-        e_z[p] = zs.astype(np.float16)
+        z16 = zs.astype(np.float16)  # the values the ring keeps
+        _put_rows(e_z, p, _widen16(z16))
         e_pred[p] = predo
         e_seq[p] = seqs[order] & 0xFFFFFFFF
         start = e_start[gid]
-        hist = p[:, None] - 1 - np.arange(h)[None, :]  # newest first
-        valid = hist >= start[:, None]
-        # Distances to the window of earlier rows (newest first). Events with a short history (most, when
-        # many clients are active) use a short window: the rows beyond it are other clients' anyway.
-        dist = np.full((n, h), np.inf, dtype=np.float32)
-        short = p - start <= _SHORT
-        for sel, wl in ((np.flatnonzero(short), min(_SHORT, h)), (np.flatnonzero(~short), h)):
-            if len(sel):
-                win = np.lib.stride_tricks.sliding_window_view(e_zp, wl, axis=0)[p[sel] + h - wl]  # (m, dd, wl)
-                diff = win[:, :, ::-1] - zs[sel][:, :, None]
-                dist[sel, :wl] = np.sqrt(np.einsum("mdh,mdh->mh", diff, diff))
-        dist[~valid] = np.inf
+        n_hist = p - start  # earlier rows of the event's client: lag j (0 = newest) is valid below this
+        # Distances to the window of earlier rows (newest first); lags beyond every event's history are not computed.
+        dist = self._scratch.get("proc.dist", (n, h), np.float32)
+        wl = min(h, int(n_hist.max(initial=0)))
+        dist[:, wl:] = np.inf
+        own = self._scratch.get("proc.own", e_z.shape, np.float32)
+        own[...] = e_z  # the events' own (float32, unrounded) values at their rows, compared with the stored ones
+        _put_rows(own, p, zs)
+        dist[:, :wl] = 0.0  # entries beyond an event's history are not all computed: keep them finite until masked
+        _lag_dist(e_zp, own, p, n_hist, dist[:, :wl], self._scratch)
+        np.copyto(dist, np.inf, where=np.arange(h)[None, :] >= n_hist[:, None])
         j1 = np.argmin(dist, axis=1)
         rr = np.arange(n)
         d1 = dist[rr, j1]
-        nb = np.where(valid[rr, j1], hist[rr, j1], 0)
+        nb = np.where(j1 < n_hist, p - 1 - j1, 0)
         knn = np.partition(dist, k - 1, axis=1)[:, :k].mean(axis=1)
 
         def seg(x: npt.NDArray[Any]) -> npt.NDArray[Any]:
@@ -1171,9 +1339,10 @@ class AdversarialDetector:
         wk = np.flatnonzero(j_in >= m_g[gid] - h)
         wslot = gslot[gid[wk]]
         rpos = (cnt_g[gid[wk]] + j_in[wk]) % h
-        self._ring[wslot, rpos] = e_z[p[wk]]
-        self._ring_pred[wslot, rpos] = e_pred[p[wk]]
-        self._ring_seq[wslot, rpos] = e_seq[p[wk]].astype(np.uint32)
+        flat = wslot * h + rpos  # distinct: a client's last <= h events go to distinct ring positions
+        _put_rows(self._ring.reshape(-1, dd), flat, _take_rows(z16, wk))
+        self._ring_pred.ravel()[flat] = e_pred[p[wk]]
+        self._ring_seq.ravel()[flat] = e_seq[p[wk]].astype(np.uint32)
         # --- segmented scans
         cnt = cnt_g[gid] + j_in  # events before this one
         ev0 = self._ev[gslot].astype(np.float64)
@@ -1192,10 +1361,23 @@ class AdversarialDetector:
         n_ext = self._n_ext[gslot][gid] + j_in + 1
         n_ood = self._n_ood[gslot][gid] + seg(oo.astype(np.int64))
         n_close = self._n_close[gslot][gid] + seg(close.astype(np.int64))
-        ok_pred = (predo >= 0).astype(np.int64)
-        onehot = np.zeros((n, self._classes.shape[1]), dtype=np.int64)
-        onehot[rr, np.maximum(predo, 0)] = ok_pred
-        classes = self._classes[gslot][gid] + seg(onehot)
+        # per-class counts of each client before the batch; after it, plus the batch's counts (a bincount)
+        cls0 = _take_rows(self._classes, gslot).astype(np.int64)
+        n_cls = cls0.shape[1]
+        has_cls = predo >= 0
+        cls_end = cls0 + np.bincount(gid[has_cls] * n_cls + predo[has_cls], minlength=n_g * n_cls).reshape(n_g, n_cls)
+
+        def classes_at(e: I64) -> I64:
+            """Class counts of the client of each sorted event ``e``, up to it (running sums over the batch;
+            only the classes predicted in it move)."""
+            kc = int(predo.max(initial=-1)) + 1
+            onehot = np.zeros((n, kc), dtype=np.int64)
+            if kc:
+                onehot[rr, np.maximum(predo, 0)] = has_cls
+            c = cls0[gid[e]]
+            c[:, :kc] += seg(onehot)[e]
+            return c
+
         # decayed rate over the running maximum of event time
         tso = ts[order]
         last0 = np.where(cnt_g > 0, self._last_ts[gslot], tso[gstarts])
@@ -1217,7 +1399,7 @@ class AdversarialDetector:
         self._n_ext[gslot] = n_ext[ends]
         self._n_ood[gslot] = n_ood[ends]
         self._n_close[gslot] = n_close[ends]
-        self._classes[gslot] = classes[ends]
+        _put_rows(self._classes, gslot, cls_end)
         self._rate_acc[gslot] = acc[ends]
         self._last_ts[gslot] = tmax[ends]
         # --- levels per kind (0 calm, 1 info, 2 warning, 3 critical)
@@ -1238,7 +1420,7 @@ class AdversarialDetector:
         lev_x = np.where(px < self.alpha**2, 3, np.where(px < self.alpha, 2, 0))
         vol = (cnt + 1 >= art.volume_info) & (lev_x == 0)
         if vol.any():
-            cls = classes[vol].astype(np.float64)
+            cls = classes_at(np.flatnonzero(vol)).astype(np.float64)
             pr = cls / np.maximum(cls.sum(axis=1, keepdims=True), 1)
             with np.errstate(invalid="ignore", divide="ignore"):
                 ent = -(np.where(pr > 0, pr * np.log(np.where(pr > 0, pr, 1)), 0)).sum(1)
@@ -1252,21 +1434,38 @@ class AdversarialDetector:
         levels = np.stack([lev_e, lev_x, lev_f], axis=1)
         calms = np.stack([ev == 0, (lev_x == 0) & ~oo & ~close, rate_s < 0.5 * art.rate_max], axis=1)
         # --- incident state machine; only clients with something open, cooling or firing step event by event
-        cur_g = self._level[gslot]
-        any_lev = np.zeros((n_g, 3), dtype=bool)
-        np.logical_or.at(any_lev, gid, levels > 0)
+        cur_g = _take_rows(self._level, gslot)
+        any_lev = np.logical_or.reduceat(levels > 0, gstarts, axis=0)  # every group is non-empty
         busy = np.flatnonzero((any_lev | (cur_g > 0)).any(axis=1))
         quiet = np.ones(n_g, dtype=bool)
         quiet[busy] = False
         qs = gslot[quiet]
-        self._cool[qs] = np.maximum(self._cool[qs] - m_g[quiet][:, None], 0)
-        self._calm[qs] = 0
+        _put_rows(self._cool, qs, np.maximum(_take_rows(self._cool, qs) - m_g[quiet][:, None], 0))
+        _put_rows(self._calm, qs, np.zeros((len(qs), 3), dtype=self._calm.dtype))
         seq_o = seqs[order]
+
+        def stats_at(e: int) -> tuple[dict[str, Any], int, int, str, int, float, int]:
+            """A record's statistics at sorted event ``e``: (evidence, seq, ts, event id, nearest seq, p, stat)."""
+            st = {
+                "search_score": float(ev[e]),
+                "nearest_distance": _finite(d1[e]),
+                "knn_distance": _finite(knn[e]),
+                "flips": int(n_flip[e]),
+                "tight_knn": int(n_knn[e]),
+                "line_steps": int(n_line[e]),
+                "events": int(cnt[e] + 1),
+                "ood_events": int(n_ood[e]),
+                "close_events": int(n_close[e]),
+                "extraction_events": int(n_ext[e]),
+                "rate_per_s": float(rate_s[e]),
+            }
+            s_e = int(seq_o[e])
+            nseq = s_e - ((s_e - int(e_seq[nb[e]])) & 0xFFFFFFFF) if np.isfinite(d1[e]) else -1
+            return st, s_e, int(tso[e]), str(event_ids[order[e]]), nseq, float(px[e]), int(stat_x[e])
+
         for g in busy.tolist():
             sl = int(gslot[g])
             a, b = int(gstarts[g]), int(gstarts[g] + m_g[g])
-            lv: list[list[int]] = []
-            cm: list[list[bool]] = []
             for kind in range(3):
                 cur = int(self._level[sl, kind])
                 cool = int(self._cool[sl, kind])
@@ -1275,62 +1474,64 @@ class AdversarialDetector:
                 if quiet_run is not None:  # most events of a busy client change nothing: skip the loop
                     self._cool[sl, kind], self._calm[sl, kind] = quiet_run
                     continue
-                if not lv:
-                    lv, cm = levels[a:b].tolist(), calms[a:b].tolist()
-                for q in range(b - a):
-                    lvq = lv[q][kind]
-                    status: Status | None = None
-                    if lvq > 0 and cur == 0 and cool == 0:
-                        status = "open"
-                        cur = lvq
-                        self._incident[sl, kind] = seq_o[a + q]
-                    elif cur > 0 and lvq > cur:
-                        status = "update"
-                        cur = lvq
-                    calm = calm + 1 if cur > 0 and cm[q][kind] and status is None else 0
-                    cool = max(cool - 1, 0)
-                    if status is None and cur > 0 and calm >= self.resolve_after:
-                        status = "resolved"
-                    if status is not None:
-                        e = a + q
-                        st = {
-                            "search_score": float(ev[e]),
-                            "nearest_distance": _finite(d1[e]),
-                            "knn_distance": _finite(knn[e]),
-                            "flips": int(n_flip[e]),
-                            "tight_knn": int(n_knn[e]),
-                            "line_steps": int(n_line[e]),
-                            "events": int(cnt[e] + 1),
-                            "ood_events": int(n_ood[e]),
-                            "close_events": int(n_close[e]),
-                            "extraction_events": int(n_ext[e]),
-                            "rate_per_s": float(rate_s[e]),
-                        }
-                        s_e = int(seq_o[e])
-                        nseq = s_e - ((s_e - int(e_seq[nb[e]])) & 0xFFFFFFFF) if np.isfinite(d1[e]) else -1
-                        self._level[sl, kind] = cur
-                        out.append(
-                            self._decision(
-                                kind,
-                                status,
-                                sl,
-                                cur if status != "resolved" else 1,
-                                int(seq_o[e]),
-                                int(tso[e]),
-                                str(event_ids[order[e]]),
-                                nseq,
-                                float(px[e]),
-                                int(stat_x[e]),
-                                st,
-                                self._heavy_at(sketch0, s[: order[e] + 1]) if kind == FLOOD else None,
-                            )
-                        )
-                        if status == "resolved":
-                            cur, calm, cool = 0, 0, self.cooldown
+                lv_k, cm_k = levels[a:b, kind], calms[a:b, kind]
+                q = 0
+                while q < b - a:
+                    # Jump to the client's next record of this kind (open, update or resolved), stepping the
+                    # state over the events before it in numpy: as the event-by-event machine would, where
+                    # an event opens once the cooldown has run out, updates above the current level, and
+                    # resolves after ``resolve_after`` calm events in a row.
+                    step = _next_record(lv_k[q:], cm_k[q:], cur, cool, calm, self.resolve_after)
+                    if step is None:  # no record in the rest of the run
+                        cool, calm = _run_state(cm_k[q:], cur, cool, calm)
+                        break
+                    t, status = step
+                    cool, calm = _run_state(cm_k[q : q + t], cur, cool, calm)  # the events before the record
+                    q += t
+                    e = a + q
+                    if status == "open":
+                        self._incident[sl, kind] = seq_o[e]
+                    if status != "resolved":
+                        cur = int(lv_k[q])
+                    calm, cool = 0, max(cool - 1, 0)
+                    self._level[sl, kind] = cur
+                    out.append(self._incident_record(kind, status, sl, cur, e, stats_at, sketch0, s, order))
+                    if status == "resolved":
+                        cur, calm, cool = 0, 0, self.cooldown
+                    q += 1
                 self._level[sl, kind] = cur
                 self._cool[sl, kind] = cool
                 self._calm[sl, kind] = calm
         return n_seen, sc_rows, _Layout(e_z, gslot, e_start, e_start + f_g, order)
+
+    def _incident_record(
+        self,
+        kind: int,
+        status: Status,
+        sl: int,
+        cur: int,
+        e: int,
+        stats_at: Any,
+        sketch0: SpaceSaving,
+        s: I64,
+        order: I64,
+    ) -> AlertDecision:
+        """The record of client ``sl``'s incident of ``kind`` at sorted event ``e`` of the batch."""
+        st, seq_e, ts_e, event_id, nseq, px, stat_x = stats_at(e)
+        return self._decision(
+            kind,
+            status,
+            sl,
+            cur if status != "resolved" else 1,
+            seq_e,
+            ts_e,
+            event_id,
+            nseq,
+            px,
+            stat_x,
+            st,
+            self._heavy_at(sketch0, s[: order[e] + 1]) if kind == FLOOD else None,
+        )
 
     def _population(self, z: npt.NDArray[np.float32], is_ood: npt.NDArray[np.bool_]) -> tuple[F64, F64]:
         """Population gate seen by every event (stream order, state before the event): the distance scale
@@ -1339,28 +1540,37 @@ class AdversarialDetector:
         shrink (they sit around points of their own), but a population-wide gain change does. Updates the state.
         """
         n, dd = z.shape
-        x = np.empty((n, dd + 3))
-        x[:, 0] = 1.0
-        x[:, 1 : dd + 1] = z
-        x[:, dd + 1] = (z.astype(np.float64) ** 2).sum(axis=1)
-        x[:, dd + 2] = is_ood
-        before = np.empty((n, dd + 3))
+        spread = self.artifact.spread
+        gate = bool(np.isfinite(spread) and spread > 0)
+        scale = np.ones(n)
+        pood = np.empty(n)
         r = 1.0 - _POP_DECAY
-        for c0 in range(0, n, 2048):  # r**-j stays far from overflow within a chunk
-            c1 = min(n, c0 + 2048)
+        chunk = 2048  # r**-j stays far from overflow within a chunk
+        # chunk by chunk (every step but the running sum is row-wise), in reused buffers
+        x = self._scratch.get("pop.x", (min(n, chunk), dd + 3), np.float64)
+        before = self._scratch.get("pop.before", (min(n, chunk), dd + 3), np.float64)
+        for c0 in range(0, n, chunk):
+            c1 = min(n, c0 + chunk)
+            xc, bc, zc = x[: c1 - c0], before[: c1 - c0], z[c0:c1]
+            xc[:, 0] = 1.0
+            xc[:, 1 : dd + 1] = zc
+            xc[:, dd + 1] = (zc.astype(np.float64) ** 2).sum(axis=1)
+            xc[:, dd + 2] = is_ood[c0:c1]
             j = np.arange(c1 - c0, dtype=np.float64)
-            after = (r**j)[:, None] * (r * self._pop[None, :] + np.cumsum(x[c0:c1] * (r**-j)[:, None], axis=0))
-            before[c0] = self._pop
-            before[c0 + 1 : c1] = after[:-1]
-            self._pop = after[-1].copy()
-        w = np.maximum(before[:, 0], 1e-12)
-        pood = before[:, dd + 2] / w
-        if np.isfinite(self.artifact.spread) and self.artifact.spread > 0:
-            mean = before[:, 1 : dd + 1] / w[:, None]
-            var = np.maximum(before[:, dd + 1] / w - (mean**2).sum(axis=1), 0.0)
-            scale = np.minimum(1.0, np.sqrt(var / self.artifact.spread))
-        else:
-            scale = np.ones(n)
+            # after = r**j * (r * pop + cumsum(x * r**-j)), in place in ``x``
+            xc *= (r**-j)[:, None]
+            np.cumsum(xc, axis=0, out=xc)
+            xc += r * self._pop[None, :]
+            xc *= (r**j)[:, None]
+            bc[0] = self._pop
+            bc[1:] = xc[:-1]
+            self._pop = xc[-1].copy()
+            w = np.maximum(bc[:, 0], 1e-12)
+            pood[c0:c1] = bc[:, dd + 2] / w
+            if gate:
+                mean = bc[:, 1 : dd + 1] / w[:, None]
+                var = np.maximum(bc[:, dd + 1] / w - (mean**2).sum(axis=1), 0.0)
+                scale[c0:c1] = np.minimum(1.0, np.sqrt(var / spread))
         return scale, pood
 
     def _decision(
@@ -1453,6 +1663,37 @@ class AdversarialDetector:
                 self._campaign[sl] = keep
         return keep
 
+    def _count_boundary_hits(
+        self, sel: I64, hi: I64, h_s: I64, h_o: I64, flip_h: npt.NDArray[np.bool_], n_seen: I64
+    ) -> int:
+        """Apply the leading hits of ``sel`` (hit indices, stream order) that only count boundary hits, in numpy;
+        return how many were applied (the campaign loop goes on from there).
+
+        Before the first hit that touches a campaign member or lets a client join (enough boundary hits), the
+        loop of ``_campaigns`` only adds each flip to both clients' ``_camp_hits``: that prefix is a bincount.
+        """
+        if len(sel) == 0:
+            return 0
+        s_, o_, f_ = h_s[sel], h_o[sel], flip_h[sel]
+        member = (self._campaign[s_] >= 0) | ((o_ >= 0) & (self._campaign[np.maximum(o_, 0)] >= 0))
+        # each flip adds one to its client and to the matched one (if still tracked); running totals per slot
+        k = np.flatnonzero(f_)
+        inc_hit = np.concatenate([k, k[o_[k] >= 0]])
+        inc_slot = np.concatenate([s_[k], o_[k][o_[k] >= 0]])
+        ordr = np.lexsort((inc_hit, inc_slot))  # by slot, then hit order (a hit's two slots differ)
+        hs, ss = inc_hit[ordr], inc_slot[ordr]
+        first = np.r_[True, ss[1:] != ss[:-1]] if len(ss) else np.zeros(0, dtype=bool)
+        run = np.arange(len(ss)) - np.maximum.accumulate(np.where(first, np.arange(len(ss)), 0))
+        total = np.empty(len(sel), dtype=np.int64)  # the client's boundary hits once hit j is counted
+        own = np.flatnonzero(ss == s_[hs])  # the increment of each flip's own client
+        total[hs[own]] = self._camp_hits[ss[own]] + run[own] + 1
+        joins = f_ & (total >= np.maximum(2.0, self.campaign_share * n_seen[hi[sel]]))
+        stop = np.flatnonzero(member | joins)
+        cut = int(stop[0]) if len(stop) else len(sel)
+        done = hs < cut
+        np.add.at(self._camp_hits, ss[done], 1)
+        return cut
+
     def _ring_at(self, sl: int, i: int, key: I64, layout: _Layout) -> npt.NDArray[np.float32]:
         """Client ``sl``'s history as it was just after batch row ``i`` (its events up to that row; the ring
         holds the batch's later events too), as float32."""
@@ -1497,6 +1738,9 @@ class AdversarialDetector:
         o_sel = np.maximum(h_o[sel], 0)
         # the matched client's count at the row: after the batch, minus its events from this row on
         cnt_o = self._count[o_sel] - (np.searchsorted(key, o_sel * n + n) - np.searchsorted(key, o_sel * n + hi[sel]))
+        sel = sel[self._count_boundary_hits(sel, hi, h_s, h_o, flip_h, n_seen) :]
+        o_sel = np.maximum(h_o[sel], 0)
+        cnt_o = cnt_o[len(cnt_o) - len(sel) :]
         for i, s, o, other_pred, cnt_oi in zip(
             hi[sel].tolist(), h_s[sel].tolist(), h_o[sel].tolist(), h_pred[sel].tolist(), cnt_o.tolist(), strict=True
         ):

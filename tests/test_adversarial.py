@@ -493,3 +493,86 @@ def test_decayed_rate_is_bit_identical_across_batchings(artifact: AdversarialArt
     for out, state in runs[1:]:
         assert out == runs[0][0]  # the alerts, evidence.rate_per_s included
         assert all(np.array_equal(v, runs[0][1][k]) for k, v in state.items() if k.startswith("client."))
+
+
+# -- vectorized helpers against their plain definitions ----------------------------------------------------------
+
+
+def test_stable_order_equals_stable_argsort() -> None:
+    from detector.adversarial import _stable_order
+
+    rng = np.random.default_rng(21)
+    for n, hi in ((0, 1), (1, 5), (1000, 7), (5000, 1 << 20)):
+        a = rng.integers(0, hi, size=n).astype(np.int64)
+        o, s = _stable_order(a)
+        assert np.array_equal(o, np.argsort(a, kind="stable"))
+        assert np.array_equal(s, a[np.argsort(a, kind="stable")])
+
+
+def test_row_take_and_put_equal_fancy_indexing() -> None:
+    from detector.adversarial import _put_rows, _take_rows
+
+    rng = np.random.default_rng(22)
+    a = rng.normal(size=(50, 4, 3)).astype(np.float16)
+    for idx in (np.zeros(0, dtype=np.int64), rng.permutation(50)[:17]):
+        assert np.array_equal(_take_rows(a, idx), a[idx])
+        v = rng.normal(size=(len(idx), 4, 3))
+        b, c = a.copy(), a.copy()
+        _put_rows(b, idx, v)
+        c[idx] = v
+        assert np.array_equal(b, c)
+    with pytest.raises(ValueError):
+        _take_rows(a[:, ::2], np.zeros(1, dtype=np.int64))
+
+
+def test_incident_jumps_equal_the_event_by_event_machine() -> None:
+    from detector.adversarial import _next_record, _run_state
+
+    def machine(lv: list[int], cm: list[bool], cur: int, cool: int, calm: int, r: int) -> list[Any]:
+        # the incident state machine of AdversarialDetector._process, one event at a time
+        out: list[Any] = []
+        for q, (lvq, cmq) in enumerate(zip(lv, cm, strict=True)):
+            status = None
+            if lvq > 0 and cur == 0 and cool == 0:
+                status, cur = "open", lvq
+            elif cur > 0 and lvq > cur:
+                status, cur = "update", lvq
+            calm = calm + 1 if cur > 0 and cmq and status is None else 0
+            cool = max(cool - 1, 0)
+            if status is None and cur > 0 and calm >= r:
+                status = "resolved"
+            if status is not None:
+                out.append((q, status, cur))
+                if status == "resolved":
+                    cur, calm, cool = 0, 0, 7
+        return [*out, ("end", cur, cool, calm)]
+
+    def jumps(lv: list[int], cm: list[bool], cur: int, cool: int, calm: int, r: int) -> list[Any]:
+        lv_a, cm_a = np.asarray(lv), np.asarray(cm, dtype=bool)
+        out: list[Any] = []
+        q = 0
+        while q < len(lv):
+            step = _next_record(lv_a[q:], cm_a[q:], cur, cool, calm, r)
+            if step is None:
+                cool, calm = _run_state(cm_a[q:], cur, cool, calm)
+                break
+            t, status = step
+            cool, calm = _run_state(cm_a[q : q + t], cur, cool, calm)
+            q += t
+            if status != "resolved":
+                cur = int(lv_a[q])
+            calm, cool = 0, max(cool - 1, 0)
+            out.append((q, status, cur))
+            if status == "resolved":
+                cur, calm, cool = 0, 0, 7
+            q += 1
+        return [*out, ("end", cur, cool, calm)]
+
+    rng = np.random.default_rng(23)
+    for _ in range(3000):
+        m = int(rng.integers(0, 40))
+        lv = rng.choice([0, 0, 0, 1, 2, 3], size=m).tolist()
+        cm = (rng.random(m) < rng.random()).tolist()
+        cur = int(rng.integers(0, 4))
+        state = (cur, int(rng.integers(0, 5)), int(rng.integers(0, 6)) if cur else 0, int(rng.integers(1, 6)))
+        assert jumps(lv, cm, *state) == machine(lv, cm, *state)
