@@ -33,9 +33,8 @@ not a binary search.
 
 from __future__ import annotations
 
-import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -132,18 +131,17 @@ class GridFunction:
         g = x - self.lo
         g *= self.inv_w
         g += 1.0
-        np.maximum(g, -1e15, out=g)
-        np.minimum(g, 1e15, out=g)
+        np.clip(g, -1e15, 1e15, out=g)  # (x is finite: the same as maximum then minimum, in one pass)
         idx = np.floor(g)
-        np.maximum(idx, 0.0, out=idx)
-        np.minimum(idx, n_cells + 1, out=idx)
+        np.clip(idx, 0.0, n_cells + 1, out=idx)
         g -= idx
         flat = idx.astype(np.intp)
         flat += np.arange(x.shape[1], dtype=np.intp) * (n_cells + 2)
-        res = np.take(self.slope, flat)
+        res = out if out is not None and out.shape == g.shape and out.dtype == np.float64 else np.empty_like(g)
+        np.take(self.slope, flat, out=res)
         res *= g
         res += np.take(self.base, flat)
-        if out is not None:
+        if out is not None and res is not out:
             out[...] = res
             return out
         return res
@@ -724,49 +722,88 @@ class AnomalyDetector:
         self._state[0] = seen_before + n
         closes = self._window.update(scores.flag.astype(np.int64)[:, None], batch.ts)
         out: list[AlertDecision] = []
+        # The per-pane evidence is read only when a record is made: it is accumulated up to the record's
+        # pane then (and at the end of the batch), many panes at once.
         done = 0
+        cut = 0
+
+        def catch_up() -> None:
+            nonlocal done
+            if cut > done:
+                self._accumulate(batch, scores, pane, done, cut)
+                done = cut
+
         if len(closes):
             k = closes.counts[:, 1]
             n_w = closes.n_events
             p_values = stats.binom.sf(k - 1, n_w, self.expected_rate)
             for i in range(len(closes)):
                 e = int(closes.event_index[i])
-                cut = e + 1 if self.window == "count" else e
+                cut = max(cut, e + 1 if self.window == "count" else e)
                 closed_pane = int(pane[e]) if self.window == "count" else int(pane[e]) - 1
-                if cut > done:
-                    self._accumulate(batch, scores, pane, done, cut)
-                    done = cut
-                out.extend(self._decide(closes, i, float(p_values[i]), closed_pane, seq - seen_before))
-        if done < n:
-            self._accumulate(batch, scores, pane, done, n)
+                out.extend(self._decide(closes, i, float(p_values[i]), closed_pane, seq - seen_before, catch_up))
+        cut = n
+        catch_up()
         return out
 
     def _accumulate(self, batch: EventBatch, scores: AnomalyScores, pane: I64, a: int, b: int) -> None:
-        k = self.top_k
-        bounds = [a, *(np.flatnonzero(pane[a + 1 : b] != pane[a : b - 1]) + a + 1).tolist(), b]
-        for s, t in itertools.pairwise(bounds):
-            p = int(pane[s])
-            slot = p % self.panes_per_window
-            if self._slot_pane[slot] != p:
-                self._slot_pane[slot] = p
-                self._top_score[slot] = -np.inf
-                self._top_id[slot] = ""
-                self._slot_contrib[slot] = 0.0
-                self._slot_flagged[slot] = 0
-            sc = scores.score[s:t]
-            cand = np.argpartition(-sc, k - 1)[:k] if len(sc) > k else np.arange(len(sc))
-            all_scores = np.concatenate([self._top_score[slot], sc[cand]])
-            all_ids = np.concatenate([self._top_id[slot], batch.event_id[s:t][cand]])
-            best = np.argsort(-all_scores, kind="stable")[:k]
-            self._top_score[slot] = all_scores[best]
-            self._top_id[slot] = all_ids[best]
-            flagged = scores.flag[s:t]
-            nf = int(np.count_nonzero(flagged))
-            if nf:
-                self._slot_contrib[slot] += scores.contributions[s:t][flagged].sum(axis=0)
-                self._slot_flagged[slot] += nf
+        """Add events ``a:b`` to the per-pane evidence (top events, flagged count and contributions).
 
-    def _decide(self, c: Any, i: int, p_value: float, closed_pane: int, seq_offset: int) -> list[AlertDecision]:
+        As pane after pane in stream order, vectorized: a pane's slot is reset when a later pane takes it, so
+        only the last pane of each slot is applied. Top events: the ``top_k`` candidates of a pane come from
+        ``argpartition`` (row by row, the same candidates as one pane at a time) and merge with the slot's by
+        a stable sort.
+        """
+        k, ppw = self.top_k, self.panes_per_window
+        if b <= a:
+            return
+        edges = np.flatnonzero(pane[a + 1 : b] != pane[a : b - 1]) + a + 1
+        starts = np.r_[a, edges]
+        stops = np.r_[edges, b]
+        panes = pane[starts]
+        slots = panes % ppw
+        _, last = np.unique(slots[::-1], return_index=True)
+        keep = np.sort(len(slots) - 1 - last)
+        starts, stops, panes, slots = starts[keep], stops[keep], panes[keep], slots[keep]
+        fresh = self._slot_pane[slots] != panes
+        if fresh.any():
+            fs = slots[fresh]
+            self._slot_pane[fs] = panes[fresh]
+            self._top_score[fs] = -np.inf
+            self._top_id[fs] = ""
+            self._slot_contrib[fs] = 0.0
+            self._slot_flagged[fs] = 0
+        lens = stops - starts
+        # candidates per pane, padded with (-inf, "") when a pane has fewer than k events: they sort after
+        # every real score and equal the empty entries a pane starts with
+        cand_score = np.full((len(starts), k), -np.inf)
+        cand_id = np.full((len(starts), k), "", dtype=object)
+        for length in np.unique(lens).tolist():
+            g = np.flatnonzero(lens == length)
+            idx = starts[g][:, None] + np.arange(length)[None, :]
+            sc = scores.score[idx]
+            if length > k:
+                pick = np.argpartition(-sc, k - 1, axis=1)[:, :k]
+                idx = np.take_along_axis(idx, pick, axis=1)
+            cand_score[g, : idx.shape[1]] = scores.score[idx]
+            cand_id[g, : idx.shape[1]] = batch.event_id[idx]
+        all_scores = np.concatenate([self._top_score[slots], cand_score], axis=1)
+        all_ids = np.concatenate([self._top_id[slots], cand_id], axis=1)
+        best = np.argsort(-all_scores, axis=1, kind="stable")[:, :k]
+        self._top_score[slots] = np.take_along_axis(all_scores, best, axis=1)
+        self._top_id[slots] = np.take_along_axis(all_ids, best, axis=1)
+        n_flagged = np.r_[0, np.cumsum(scores.flag[a:b], dtype=np.int64)]
+        nf_all = n_flagged[stops - a] - n_flagged[starts - a]
+        for j in np.flatnonzero(nf_all).tolist():  # flagged events are rare
+            s, t, slot = int(starts[j]), int(stops[j]), int(slots[j])
+            flagged = scores.flag[s:t]
+            self._slot_contrib[slot] += scores.contributions[s:t][flagged].sum(axis=0)
+            self._slot_flagged[slot] += int(nf_all[j])
+
+    def _decide(
+        self, c: Any, i: int, p_value: float, closed_pane: int, seq_offset: int, catch_up: Callable[[], None]
+    ) -> list[AlertDecision]:
+        """Step the incident at close ``i``; ``catch_up`` brings the per-pane evidence up to it (before a record)."""
         st = self._state
         k, n_w = int(c.counts[i, 1]), int(c.n_events[i])
         rate = k / n_w if n_w else 0.0
@@ -780,14 +817,17 @@ class AnomalyDetector:
             if fire and st[5] == 0:
                 st[2], st[3], st[4] = severity, int(c.pane[i]), 0
                 self._peak[0] = rate
+                catch_up()
                 out.append(self._record("open", c, i, rate, k, p_value, closed_pane, seq_offset))
         else:
             self._peak[0] = max(self._peak[0], rate)
             if fire and severity > st[2]:
                 st[2] = severity
+                catch_up()
                 out.append(self._record("update", c, i, rate, k, p_value, closed_pane, seq_offset))
             st[4] = st[4] + 1 if calm else 0
             if st[4] >= self.resolve_after:
+                catch_up()
                 out.append(self._record("resolved", c, i, rate, k, p_value, closed_pane, seq_offset))
                 st[2], st[4], st[5] = 0, 0, self.cooldown + 1
         st[5] = max(st[5] - 1, 0)

@@ -191,27 +191,33 @@ class IncidentTracker:
     ) -> list[tuple[int, Status, Severity]]:
         """Advance by one evaluation; return the ``(test, status, severity)`` transitions."""
         out: list[tuple[int, Status, Severity]] = []
-        if not fire.any() and not self._severity.any():
+        is_open = self._severity > 0
+        any_open = bool(is_open.any())
+        if not any_open and not fire.any():
             np.maximum(self._cooldown - 1, 0, out=self._cooldown)
             return out
-        sev = np.where(critical, 2, 1).astype(np.int8)
-        is_open = self._severity > 0
-        opening = fire & ~is_open & (self._cooldown == 0)
-        for j in np.flatnonzero(opening):
-            self._incident[j] = pane
-            self._severity[j] = sev[j]
-            self._calm[j] = 0
-            out.append((int(j), "open", _SEVERITIES[int(sev[j])]))
-        still = is_open & ~opening
-        for j in np.flatnonzero(still & fire & (sev > self._severity)):
-            self._severity[j] = sev[j]
-            out.append((int(j), "update", _SEVERITIES[int(sev[j])]))
-        self._calm[still] = np.where(calm[still], self._calm[still] + 1, 0)
-        for j in np.flatnonzero(still & (self._calm >= self.resolve_after)):
-            out.append((int(j), "resolved", "info"))
-            self._severity[j] = 0
-            self._calm[j] = 0
-            self._cooldown[j] = self.cooldown + 1
+        # (each step below is skipped when it cannot apply: most evaluations open, update and resolve nothing)
+        opening = fire & ~is_open
+        if opening.any():
+            opening &= self._cooldown == 0
+            for j in np.flatnonzero(opening).tolist():
+                sev_j = 2 if critical[j] else 1
+                self._incident[j] = pane
+                self._severity[j] = sev_j
+                self._calm[j] = 0
+                out.append((j, "open", _SEVERITIES[sev_j]))
+        if any_open:
+            still = is_open  # an open test cannot be opening
+            for j in np.flatnonzero(still & fire & (np.where(critical, 2, 1) > self._severity)).tolist():
+                sev_j = 2 if critical[j] else 1
+                self._severity[j] = sev_j
+                out.append((j, "update", _SEVERITIES[sev_j]))
+            self._calm[still] = np.where(calm[still], self._calm[still] + 1, 0)
+            for j in np.flatnonzero(still & (self._calm >= self.resolve_after)).tolist():
+                out.append((j, "resolved", "info"))
+                self._severity[j] = 0
+                self._calm[j] = 0
+                self._cooldown[j] = self.cooldown + 1
         np.maximum(self._cooldown - 1, 0, out=self._cooldown)
         return out
 

@@ -135,14 +135,18 @@ class DriftMonitor:
         """Events that arrived after their window had passed (time windows only)."""
         return self._pane_window.late_dropped
 
-    def _buffers(self, n: int) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.uint8], npt.NDArray[np.bool_]]:
+    def _buffers(
+        self, n: int
+    ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.uint8], npt.NDArray[np.bool_], npt.NDArray[np.float64]]:
         # Reused across batches: allocating these per batch makes glibc fault them back in each time.
         if n > self._buf_cap:
             self._buf_cap = max(n, 1024)
             self._cells_t = np.empty((self._n_num + self._n_cat, self._buf_cap), dtype=np.int32)
             self._acc = np.empty((self._n_num, self._buf_cap), dtype=np.uint8)
             self._cmp = np.empty((self._n_num, self._buf_cap), dtype=np.bool_)
-        return self._cells_t[:, :n], self._acc[:, :n], self._cmp[:, :n]
+            self._xt = np.empty(self._n_num * self._buf_cap, dtype=np.float64)
+        xt = self._xt[: self._n_num * n].reshape(self._n_num, n)  # contiguous, as the comparisons want
+        return self._cells_t[:, :n], self._acc[:, :n], self._cmp[:, :n], xt
 
     def cells(self, batch: EventBatch) -> npt.NDArray[np.int32]:
         """Histogram cell of every event in every monitored column, ``(n_events, n_columns)``.
@@ -151,10 +155,10 @@ class DriftMonitor:
         """
         x, c = self.reference.columns(batch)
         n = len(batch)
-        cells_t, acc, cmp = self._buffers(n)
+        cells_t, acc, cmp, xt = self._buffers(n)
         # Column-major: each comparison is one long run against a scalar edge per column, ~2x
         # faster than broadcasting a row of edges over short rows, and 3-6x faster than searchsorted.
-        xt = np.ascontiguousarray(x.T)
+        np.copyto(xt, x.T)
         acc[...] = 0
         ones = cmp.view(np.uint8)
         for e in self._edges_cols:

@@ -336,7 +336,7 @@ class InputValidator:
         codes = self.check(batch).codes
         n_r = len(REASONS)
         # Only the violating cells, as (event row, cell) pairs: most values are fine.
-        r, f = np.nonzero(codes)
+        r, f = np.divmod(np.flatnonzero(codes.ravel()), codes.shape[1])  # np.nonzero(codes), ~2x faster in 1-D
         cells = f.astype(np.int64) * n_r + self._code_reason[codes[r, f]]
         extra_rows: list[npt.NDArray[np.intp]] = []
         extra_cells: list[npt.NDArray[np.int64]] = []
