@@ -176,11 +176,6 @@ class Service:
         s = self.settings
         store = open_store(s)
         self.pipeline = make_pipeline(s, load_active_baselines(store))
-        ahead = s.kafka.decode_ahead
-        if ahead is None:
-            ahead = (os.cpu_count() or 1) > 1
-        # Started before anything else can fail, and closed in the finally below.
-        self._ahead = DecodeAhead(self.pipeline.decoder) if ahead else None
         self.checkpoints = CheckpointStore(s.checkpoint.dir)
         cp = self.checkpoints.load()
         if cp is not None:
@@ -194,6 +189,11 @@ class Service:
         self.producer = DeliveringProducer(producer_config(s.kafka))
         consumer = Consumer(consumer_config(s.kafka))
         try:
+            ahead = s.kafka.decode_ahead
+            if ahead is None:
+                ahead = (os.cpu_count() or 1) > 1
+            # Starts (imports) while the consumer joins its group; batches are decoded here until it has.
+            self._ahead = DecodeAhead(self.pipeline.decoder) if ahead else None
             try:
                 consumer.list_topics(timeout=15)
             except KafkaException as e:
