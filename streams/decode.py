@@ -1080,7 +1080,7 @@ _Target = str | int | float | None
 
 @dataclass(frozen=True)
 class _TypedModel:
-    """The Structs of one model and how to read their columns."""
+    """What reading a model's typed events needs beyond its :class:`_Plan`."""
 
     model_id: str
     proba: type | None  # Struct of a probability object with exactly the schema's classes
