@@ -24,7 +24,7 @@ ENV_PREFIX = "INFERWATCH__"
 
 Scalar = str | int | float | bool
 # Settings that change when the live service acts, not what is detected: outside the digest.
-_SERVICE_ONLY: dict[str, set[str]] = {"drift": {"idle_timeout_s"}}
+_SERVICE_ONLY: dict[str, set[str]] = {"drift": {"idle_timeout_s"}, "anomaly": {"scores_topic"}}
 
 
 class _Frozen(BaseModel):
@@ -148,6 +148,9 @@ class AnomalySettings(_Windowed):
     learned: Literal["loda", "iforest", "none"] = Field("loda", description="learned detector fitted at build")
     fpr: float = Field(1e-3, gt=0, lt=0.5, description="calibrated flag rate on reference data (build time)")
     min_ratio: float = Field(3.0, gt=1, description="flag rate over the calibrated rate needed to alert")
+    scores_topic: str | None = Field(
+        None, description="inferwatch run: publish every event's score, flag and top features to this topic"
+    )
 
 
 class AdversarialSettings(_Frozen):

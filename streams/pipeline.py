@@ -18,11 +18,12 @@ import numpy.typing as npt
 
 from baselines.build import LoadedBaseline
 from detector.adversarial import AdversarialDetector
-from detector.anomaly import AnomalyDetector
+from detector.anomaly import AnomalyDetector, AnomalyScores
 from detector.errors import SnapshotError
 from detector.labels import LabelJoin
 from detector.monitor import FiredAlert, ModelMonitor, MonitorResult
 from detector.performance import PerformanceMonitor
+from detector.schema import EventBatch
 from detector.validation import InputValidator
 from streams.alerts import alert_record
 from streams.config import Settings
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 MAX_TRACKED_POSITIONS = 1_000_000
 # Smallest position buffer; it doubles as needed (and halves when mostly unused).
 _MIN_POSITIONS = 1024
+#: Features named in each per-event score record, largest contribution first.
+SCORE_TOP_FEATURES = 3
 # Snapshot entry holding the detection settings' digest the state was built with.
 _DIGEST_KEY = "config_digest"
 
@@ -78,6 +81,8 @@ class ChunkResult:
     violations: Counter[tuple[str, str]] = field(default_factory=Counter)
     drift: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     labels: int = 0
+    #: Per-event anomaly scores (``Pipeline(scores=True)`` only), in stream order per model.
+    scores: list[dict[str, Any]] = field(default_factory=list)
 
 
 def build_monitor(baseline: LoadedBaseline, settings: Settings) -> ModelMonitor:
@@ -311,8 +316,10 @@ class Pipeline:
         *,
         config_digest: str,
         max_message_bytes: int = 1_048_576,
+        scores: bool = False,
     ) -> None:
         self.baselines = dict(baselines)
+        self.scores = scores
         self.config_digest = config_digest
         self.decoder = Decoder(
             {m: b.reference.schema for m, b in self.baselines.items()}, max_message_bytes=max_message_bytes
@@ -356,6 +363,8 @@ class Pipeline:
                 ring.last_event = (str(mb.batch.event_id[-1]), int(mb.batch.ts[-1]))
             ring.trim(min(self.monitors[model_id].oldest_seq, ring.seen - self._keep_recent))
             self._observe_drift(out, model_id, result)
+            if self.scores and result.extras.get("scores") is not None:
+                out.scores.extend(self._score_records(model_id, mb.batch, result.extras["scores"]))
         return out
 
     def flush(self, models: Sequence[str] | None = None) -> ChunkResult:
@@ -390,6 +399,30 @@ class Pipeline:
                 "psi": dict(zip(rep.names, rep.psi[-1].tolist(), strict=True)),
                 "p_value": dict(zip(rep.names, rep.p_value[-1].tolist(), strict=True)),
             }
+
+    def _score_records(self, model_id: str, batch: EventBatch, scores: AnomalyScores) -> list[dict[str, Any]]:
+        """One record per event: its anomaly score, flag and the features that contribute most."""
+        names = np.asarray(scores.features, dtype=object)
+        version = self.baselines[model_id].version
+        return [
+            {
+                "event_id": event_id,
+                "model_id": model_id,
+                "baseline_version": version,
+                "event_ts": ts,
+                "score": score,
+                "flag": flag,
+                "top_features": top,
+            }
+            for event_id, ts, score, flag, top in zip(
+                batch.event_id.tolist(),
+                batch.ts.tolist(),
+                scores.score.tolist(),
+                scores.flag.tolist(),
+                names[scores.top_features(SCORE_TOP_FEATURES)].tolist(),
+                strict=True,
+            )
+        ]
 
     def _record(self, model_id: str, fired: FiredAlert, source: Mapping[str, Any]) -> dict[str, Any]:
         return alert_record(

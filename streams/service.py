@@ -84,6 +84,7 @@ def make_pipeline(settings: Settings, baselines: Mapping[str, LoadedBaseline]) -
         settings,
         config_digest=settings.detection_digest(),
         max_message_bytes=settings.max_message_bytes,
+        scores=settings.anomaly.enabled and settings.anomaly.scores_topic is not None,
     )
 
 
@@ -123,13 +124,18 @@ def dead_letter_headers(reason: str, detail: str, where: Mapping[str, Any]) -> l
 
 
 def publish(producer: DeliveringProducer, settings: Settings, out: ChunkResult) -> None:
-    """Produce the alerts (keyed by id, for compaction and deduplication) and dead letters of a chunk."""
+    """Produce the alerts (keyed by id, for compaction and deduplication), dead letters and, if
+    configured, per-event anomaly scores (keyed by event id) of a chunk."""
     for alert in out.alerts:
         producer.produce(settings.kafka.alerts_topic, orjson.dumps(alert), key=alert["alert_id"].encode())
     for dead, where in out.dead:
         producer.produce(
             settings.kafka.dead_letter_topic, dead.raw, headers=dead_letter_headers(dead.reason, dead.detail, where)
         )
+    topic = settings.anomaly.scores_topic
+    if topic is not None:
+        for record in out.scores:
+            producer.produce(topic, orjson.dumps(record), key=record["event_id"].encode())
 
 
 class Service:
@@ -185,7 +191,10 @@ class Service:
         # A restored open pane is idle from now on until its model's events arrive again.
         self._last_event_at = dict.fromkeys(self.pipeline.monitors, time.monotonic())
         common = s.kafka.common()
-        ensure_topics(common, [s.kafka.alerts_topic, s.kafka.dead_letter_topic])
+        outputs = [s.kafka.alerts_topic, s.kafka.dead_letter_topic]
+        if s.anomaly.enabled and s.anomaly.scores_topic:
+            outputs.append(s.anomaly.scores_topic)
+        ensure_topics(common, outputs)
         self.producer = DeliveringProducer(producer_config(s.kafka))
         consumer = Consumer(consumer_config(s.kafka))
         try:

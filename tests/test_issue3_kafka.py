@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 import urllib.error
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -155,11 +156,22 @@ def anomaly_lines() -> list[bytes]:
 
 
 def test_anomaly_rate_after_injection(kafka_bootstrap: str, setup: Callable[..., ServiceProcess]) -> None:
-    svc = setup().start()
-    _produce_stream(kafka_bootstrap, svc.events_topic, anomaly_lines())
+    scores_topic = f"iw-scores-{uuid.uuid4().hex[:10]}"
+    svc = setup(anomaly={"scores_topic": scores_topic}).start()
+    lines = anomaly_lines()
+    _produce_stream(kafka_bootstrap, svc.events_topic, lines)
     _wait(svc, f"{N} events consumed", lambda s: svc.consumed(s) >= N)
     alerts = _stop_and_read_alerts(kafka_bootstrap, svc)
     seen = _summary(alerts)
+
+    # -- the optional scores topic: one record per event, keyed by its id, naming what is odd
+    msgs = read_topic(kafka_bootstrap, scores_topic)
+    scores = [orjson.loads(m.value()) for m in msgs]
+    assert [s["event_id"] for s in scores] == [orjson.loads(line)["event_id"] for line in lines]
+    assert [m.key() for m in msgs] == [s["event_id"].encode() for s in scores]
+    injected = [s for s in scores if _index(s["event_id"]) >= CHANGE_AT and _index(s["event_id"]) % 20 == 0]
+    assert injected and all(s["flag"] and {"f03", "f07"} & set(s["top_features"][:2]) for s in injected)
+    assert sum(s["flag"] for s in scores) < 2 * len(injected)
 
     early = [a for a in alerts if _index(a["event_id"]) < CHANGE_AT]
     assert not early, f"alerts before the injection at {CHANGE_AT}: {_summary(early)}"

@@ -264,3 +264,27 @@ def test_file_replay_decoded_ahead_in_another_process_equals_decoding_in_line(ba
     assert s0 == s1 and s0.events == 8_999 and s0.dead_letters == 1
     assert a0 and a0 == a1
     assert d0 == d1 == [("not_json", {"file": str(path), "line": 18})]
+
+
+def test_per_event_scores_name_the_outlying_feature_and_only_when_asked(baseline: Any) -> None:
+    lines = _stream()[3_000:5_000]  # outliers in f03 every 15th event from 4,000 on
+    settings = Settings()
+    quiet = Pipeline({"credit-risk": baseline}, settings, config_digest=settings.detection_digest())
+    assert quiet.process(lines, Positions.file_lines("s.jsonl", 1, len(lines))).scores == []
+    pipe = Pipeline({"credit-risk": baseline}, settings, config_digest=settings.detection_digest(), scores=True)
+    scores: list[dict[str, Any]] = []
+    for a in range(0, len(lines), 700):
+        part = lines[a : a + 700]
+        scores += pipe.process(part, Positions.file_lines("s.jsonl", a + 1, len(part))).scores
+    events = [orjson.loads(line) for line in lines]
+    assert [s["event_id"] for s in scores] == [e["event_id"] for e in events]
+    assert [s["event_ts"] for s in scores] == [e["ts"] for e in events]
+    assert {s["model_id"] for s in scores} == {"credit-risk"}
+    assert {s["baseline_version"] for s in scores} == {baseline.version}
+    assert all(len(s["top_features"]) == 3 and isinstance(s["score"], float) for s in scores)
+    outliers = [s for s, e in zip(scores, events, strict=True) if e["features"]["f03"] == 9.0]
+    others = [s for s, e in zip(scores, events, strict=True) if e["features"]["f03"] != 9.0]
+    assert len(outliers) == 67
+    assert all(s["flag"] and s["top_features"][0] == "f03" for s in outliers)
+    assert sum(s["flag"] for s in others) < 0.01 * len(others)
+    assert min(s["score"] for s in outliers) > max(s["score"] for s in others)
