@@ -9,11 +9,16 @@ classes and sequence numbers, and a few counters. From it, per event:
   ``k`` nearest recent queries all closer than benign traffic ever is (Stateful Detection, Chen et
   al. 2020) and consecutive steps along one line (binary and line searches; GWAD's direction
   statistics); near-duplicates of out-of-distribution queries (searches started from noise or a
-  large perturbation) add half a step. For in-distribution queries the tight term counts only once
-  the client's near-duplicates have shown a search signature (a flip, a small margin or a line step):
-  a client resending one input with small noise is tight too. A CUSUM of these increments opens
-  ``evasion_probing``; plain in-distribution retries (the same input again with small noise, the same
-  class, no progress) add nothing and drain it (a resent ood input still counts: see ``_process``).
+  large perturbation) add half a step, once the client has sent an in-distribution query that was no
+  near-duplicate (the input a search perturbs). For in-distribution queries the tight term counts only
+  once the client's near-duplicates have shown a search signature (a flip, a small margin or a line
+  step): a client resending one input with small noise is tight too. A CUSUM of these increments opens
+  ``evasion_probing``; plain retries (the same input again with small noise, the same class, no
+  progress) add nothing and drain it. Coordinate-wise searches (ZOO, SimBA, Square) show none of this
+  (ZOO's steps of 1e-4 are below float16), but their queries are *structured steps* from one of the
+  client's last two raw queries: a few coordinates changed (seen exactly through a fingerprint of the
+  float64 values), or most changed coordinates moved by one amount, and exact repeats of a query right
+  after such steps (Square re-queries its best). A second CUSUM counts them; either one opens the alert.
 * **model extraction**: the rate of out-of-distribution queries (``ood`` flags given by the
   caller) and of queries closer to an earlier query than benign clients come but not duplicates
   (synthetic queries around seeds, PRADA's observation) are tested against their reference rates
@@ -46,9 +51,11 @@ rows one at a time or any other chunking (clients evicted mid-batch aside),
 with O(1) amortized work per event; only clients with an open, cooling or firing incident step
 through the (small) incident state machine event by event.
 
-Memory per tracked client (24 history x 16 components, float16): ~1,080 bytes of arrays plus the id
-map (~170 bytes); the global index is fixed (``2**index_bits`` slots x ``index_tables`` x 32 bytes,
-32 MiB by default).
+Memory per tracked client (24 history x 16 components, float16): ~1,080 bytes of arrays, plus for
+structured steps 2 raw queries (float16 values of ``min(F, 64)`` coordinates, a salted subset beyond
+64, and 16-byte fingerprints) and 11 bytes of counters: ``1,087 + 4 * min(F, 64) + 43`` bytes, 1,386
+for 64 features; plus the id map (~170 bytes). The global index is fixed (``2**index_bits`` slots x
+``index_tables`` x 32 bytes, 32 MiB by default).
 """
 
 from __future__ import annotations
@@ -79,6 +86,17 @@ _POP_DECAY = 1.0 / 256  # per event
 _POP_INDEX = 0.7  # below this population distance scale the fixed index cells match unrelated queries
 _POP_OOD = 0.5  # once most events are ood, the flag singles no client out (a population shift)
 _CAMP_RING = 32  # recent boundary hits kept per campaign to link new account pairs to it
+#: Layout version of :meth:`AdversarialDetector.snapshot` (``meta.state``); a snapshot of another layout (older ones
+#: have none) raises :class:`SnapshotError`, and the pipeline starts the detector afresh.
+_STATE = 2
+# Structured steps (see ``AdversarialDetector._structured``): each client's last ``_RAW`` raw queries are kept as
+# float16 values of at most ``_RAW_COLS`` coordinates and a fingerprint of the exact values, ``_FP_BLOCKS``
+# blocks of coordinates (column % _FP_BLOCKS) with a 4-bit hash each, two blocks a byte.
+_RAW = 2
+_RAW_COLS = 64
+_FP_BLOCKS = 32
+_STRUCT_SHARE = 0.6  # a step with at least this share of its changed coordinates at one |delta| is structured
+_STRUCT_REL = 0.02  # |delta|s within this share of the median |delta| (plus float16 rounding) are one
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 #: every float16 bit pattern as float32: widening the ring's values is a table lookup (numpy's float16 casts
@@ -784,6 +802,12 @@ class AdversarialDetector:
         self._mult = (irng.integers(1, 2**62, size=(index_tables, self._band), dtype=np.uint64) * 2 + 1).astype(_U64)
         self._cell = artifact.cell if artifact.cell > 0 else 1.0
         self._rot_flat = np.ascontiguousarray(self._rot.transpose(1, 0, 2).reshape(-1, index_tables * self._band))
+        # Structured steps: the raw coordinates kept per query (all, or a salted subset of _RAW_COLS) and the
+        # fingerprint's per-coordinate hash multipliers (drawn after the index geometry, which stays as it was).
+        nf = artifact.n_features
+        cols = np.sort(irng.choice(nf, _RAW_COLS, replace=False)) if nf > _RAW_COLS else None
+        self._raw_cols = cols
+        self._fp_mult = irng.integers(1, 2**62, size=nf, dtype=np.uint64) * _U64(2) + _U64(1)
         self._scratch = Scratch()  # large per-batch intermediates (not state)
         self._reset()
 
@@ -806,6 +830,16 @@ class AdversarialDetector:
         # decayed rate sum in units of 2**(_EPOCH * epoch of last_ts) (see _decayed_rates)
         self._rate_acc = np.zeros(n, dtype=np.float64)
         self._ev = np.zeros(n, dtype=np.float32)
+        # structured steps: the last _RAW raw queries (float16 values, fingerprints), the count of structured steps
+        # (saturating), the low 32 bits of the client's event count at the last one, and their own CUSUM
+        fs = min(self.artifact.n_features, _RAW_COLS)
+        self._raw = np.zeros((n, _RAW, fs), dtype=np.float16)
+        self._raw_fp = np.zeros((n, _RAW, _FP_BLOCKS // 2), dtype=np.uint8)
+        self._n_struct = np.zeros(n, dtype=np.uint16)
+        self._struct_at = np.zeros(n, dtype=np.uint32)
+        self._ev_s = np.zeros(n, dtype=np.float32)
+        # the client has sent an in-distribution query that was no near-duplicate (a point a search starts from)
+        self._anchor = np.zeros(n, dtype=bool)
         self._n_flip = np.zeros(n, dtype=np.int32)
         self._n_knn = np.zeros(n, dtype=np.int32)
         self._n_line = np.zeros(n, dtype=np.int32)
@@ -871,6 +905,12 @@ class AdversarialDetector:
         "last_ts",
         "rate_acc",
         "ev",
+        "raw",
+        "raw_fp",
+        "n_struct",
+        "struct_at",
+        "ev_s",
+        "anchor",
         "n_flip",
         "n_knn",
         "n_line",
@@ -908,6 +948,7 @@ class AdversarialDetector:
         out["campaign.z"] = np.asarray([self._camps[c][5] for c in cids], dtype=np.float32).reshape(
             len(cids), _CAMP_RING, self.artifact.projection.shape[1]
         )
+        out["meta.state"] = np.asarray(_STATE, dtype=np.int64)
         out["meta.counters"] = np.asarray([self._next_uid, self._next_camp, self._sketch.total], dtype=np.int64)
         out["meta.population"] = self._pop.copy()
         out["sketch.keys"] = self._sketch.keys.copy()
@@ -917,6 +958,10 @@ class AdversarialDetector:
 
     def restore(self, state: Mapping[str, npt.NDArray[Any]]) -> None:
         """Continue from a :meth:`snapshot` of an identically configured detector."""
+        layout = int(state["meta.state"]) if "meta.state" in state else 1
+        if layout != _STATE:
+            # e.g. written before structured steps were tracked: those clients' searches would restart half-seen
+            raise SnapshotError(f"adversarial snapshot layout {layout} is not supported (expected {_STATE})")
         try:
             slots = np.asarray(state["client.slot"], dtype=np.int64)
             if len(slots) and (slots.max() >= self.max_clients or slots.min() < 0):
@@ -926,14 +971,6 @@ class AdversarialDetector:
                 raise SnapshotError(f"snapshot ring {ring.shape[1:]} does not match {self._ring.shape[1:]}")
             self._reset()
             for name in self._CLIENT_ARRAYS:
-                if name == "n_low" and "client.n_low" not in state:
-                    continue  # a snapshot from before the counter existed: none seen yet
-                if name == "rate_acc" and "client.rate_acc" not in state and "client.rate" in state:
-                    # a snapshot from before the exact rate: it held the decayed rate itself
-                    last = np.asarray(state["client.last_ts"], dtype=np.int64)
-                    frac = _rate_coords(last, self.artifact.rate_tau_s * 1000.0)[1]
-                    self._rate_acc[slots] = np.asarray(state["client.rate"], dtype=np.float64) * np.exp2(frac)
-                    continue
                 getattr(self, "_" + name)[slots] = state["client." + name]
             ids = [str(s) for s in state["client.id"]]
             self._ids[slots] = np.asarray(ids, dtype=object)
@@ -1092,7 +1129,10 @@ class AdversarialDetector:
 
         ids = pick(batch.client_id)
         ts = pick(batch.ts)
-        z = self.artifact.embed(pick(batch.numeric), self._scratch)
+        xr = pick(batch.numeric)
+        z = self.artifact.embed(xr, self._scratch)
+        raw16 = (xr if self._raw_cols is None else xr[:, self._raw_cols]).astype(np.float16, order="C")
+        fp = self._fingerprint(xr)
         pred = pick(batch.prediction_code).astype(np.int64)
         proba = pick(batch.proba)
         if proba.shape[1] >= 2:
@@ -1114,7 +1154,7 @@ class AdversarialDetector:
         out: list[AlertDecision] = []
         event_ids = pick(batch.event_id)
         n_seen, pscale, layout = self._process(
-            slots, z, pred, margin, is_ood, have_ood, ts, seq + rows, event_ids, out, sketch0
+            slots, z, raw16, fp, pred, margin, is_ood, have_ood, ts, seq + rows, event_ids, out, sketch0
         )
         # The index's cells have a fixed width: once the whole population's distances have shrunk by half
         # (a recalibrated sensor), cross-client coincidences are no longer evidence of a shared search.
@@ -1125,6 +1165,27 @@ class AdversarialDetector:
         # Decided on stream positions; like every detector, report the row within this batch
         # (``pane`` keeps the stream position).
         return [replace(a, event_index=a.event_index - seq) for a in out]
+
+    def _fingerprint(self, x: F64) -> npt.NDArray[np.uint8]:
+        """Fingerprints of raw feature rows: the exact float64 bits of column ``i`` go to block ``i % _FP_BLOCKS``,
+        each block keeps a 4-bit hash, two blocks a byte. Two queries differ in at least the blocks whose
+        fingerprints differ (a changed block keeps its hash with probability 1/16); any change counts, however
+        small (a step of 1e-4 that float16 values cannot show)."""
+        n, f = x.shape
+        bits = np.ascontiguousarray(x).view(np.uint64)
+        width = -(-f // _FP_BLOCKS) * _FP_BLOCKS
+        h = self._scratch.get("fp.h", (n, width), np.uint64)
+        h[:, f:] = 0
+        # a sum of odd multiples modulo 2**64: a change of one value always changes its block's sum
+        np.multiply(bits, self._fp_mult, out=h[:, :f])
+        blocks = h[:, :_FP_BLOCKS].copy()
+        for c in range(_FP_BLOCKS, width, _FP_BLOCKS):
+            blocks += h[:, c : c + _FP_BLOCKS]
+        blocks ^= blocks >> _U64(31)
+        blocks *= _U64(0xBF58476D1CE4E5B9)
+        nib = (blocks >> _U64(60)).astype(np.uint8)
+        out: npt.NDArray[np.uint8] = nib[:, 0::2] | (nib[:, 1::2] << np.uint8(4))
+        return out
 
     def _index_pass(self, z: npt.NDArray[np.float32], slots: I64, pred: I64, seqs: I64) -> tuple[I64, I64, I64, I64]:
         """Look every event up in the global index and insert it, with exact sequential semantics.
@@ -1215,6 +1276,8 @@ class AdversarialDetector:
         self,
         s: I64,
         z: npt.NDArray[np.float32],
+        raw16: npt.NDArray[np.float16],
+        fp: npt.NDArray[np.uint8],
         pred: I64,
         margin: F64,
         is_ood: npt.NDArray[np.bool_],
@@ -1323,7 +1386,12 @@ class AdversarialDetector:
         # A near-duplicate of an out-of-distribution query: searches that start from noise (Boundary,
         # HopSkipJump) or from a large perturbation (Square) keep re-querying such points, while benign
         # traffic sends them at the reference rate ``p_ood``; a retried odd input adds at most a few halves.
-        odd = near & is_ood[order] & ~flip & ~low & (pood < _POP_OOD)
+        # ... but only once the client has sent an in-distribution query that was no near-duplicate: the point a
+        # search starts from (Boundary, HopSkipJump and Square start from the input they perturb). A client
+        # resending one odd input with a little noise, and nothing else, is no search.
+        idd_ev = ~is_ood[order] & ~near
+        anchor = self._anchor[gslot][gid] | (seg(idd_ev.astype(np.int64)) > idd_ev)
+        odd = near & is_ood[order] & ~flip & ~low & (pood < _POP_OOD) & anchor
         # A tight neighbourhood is also what a benign client resending one in-distribution input (with a little
         # noise) produces, ~10 resends in: for in-distribution events it counts only once the client's
         # near-duplicates have shown a search signature (a class flip, a small top-2 margin, or a line step), this
@@ -1333,8 +1401,24 @@ class AdversarialDetector:
         sig = (self._n_flip[gslot] + self._n_line[gslot] + self._n_low[gslot] > 0)[gid] | (
             seg((flip | low | line).astype(np.int64)) > 0
         )
-        ood_now = is_ood[order] & (pood < _POP_OOD)
+        ood_now = is_ood[order] & (pood < _POP_OOD) & anchor
         inc = 1.0 * flip + (tight & (sig | ood_now)) + line + 0.5 * low + 0.5 * odd
+        # Structured steps (coordinate-wise searches: ZOO, SimBA, Square), in raw feature space: a query that
+        # changes a few coordinates of one of the client's previous _RAW queries, or most of its changed
+        # coordinates by one |delta|; and an exact repeat shortly (2 * _RAW queries) after such a step (Square
+        # re-queries its current best). Their own CUSUM, ``ev_s``: +1 per such query, -1 per other near-duplicate
+        # (a noisy retry), -0.25 per other query. Benign clients rarely change a handful of coordinates exactly.
+        cnt = cnt_g[gid] + j_in  # events before this one
+        struct, dup = self._structured(raw16, fp, order, gslot, gid, m_g, cnt_g, j_in)
+        n_struct0 = self._n_struct[gslot].astype(np.int64)
+        # the client's event count at its last structured step (its low 32 bits are kept; none: far in the past)
+        age0 = (cnt_g - self._struct_at[gslot].astype(np.int64)) & 0xFFFFFFFF
+        last0 = np.where(n_struct0 > 0, cnt_g - age0, -(1 << 40))
+        last_pos = np.maximum.accumulate(np.where(struct, rr, -1))  # sorted position of the latest one so far
+        prev_pos = np.r_[-1, last_pos[:-1]]
+        last_before = np.where(prev_pos >= gstarts[gid], cnt[np.maximum(prev_pos, 0)], last0[gid])
+        credit = dup & ~struct & (cnt - last_before <= 2 * _RAW)
+        x_s = np.where(struct | credit, 1.0, np.where(near, -1.0, -0.25))
         # --- ring write-back: each client's last min(h, new) events (older entries stay where they are)
         wk = np.flatnonzero(j_in >= m_g[gid] - h)
         wslot = gslot[gid[wk]]
@@ -1343,15 +1427,20 @@ class AdversarialDetector:
         _put_rows(self._ring.reshape(-1, dd), flat, _take_rows(z16, wk))
         self._ring_pred.ravel()[flat] = e_pred[p[wk]]
         self._ring_seq.ravel()[flat] = e_seq[p[wk]].astype(np.uint32)
+
         # --- segmented scans
-        cnt = cnt_g[gid] + j_in  # events before this one
-        ev0 = self._ev[gslot].astype(np.float64)
-        x = inc - (inc == 0)
-        wv = ev0[gid] + seg(x)
-        big_off = 2.0 * float(np.abs(wv).max()) + 2.0
-        off = -big_off * gid
-        run_min = np.minimum.accumulate(wv + off) - off
-        ev = wv - np.minimum(0.0, run_min)
+        def cusum(x: F64, ev0: F64) -> F64:
+            """Per-client CUSUM ``max(0, ev + x)`` from ``ev0`` (exact: the steps are multiples of 1/4)."""
+            wv = ev0[gid] + seg(x)
+            big_off = 2.0 * float(np.abs(wv).max()) + 2.0
+            off = -big_off * gid
+            run_min = np.minimum.accumulate(wv + off) - off
+            out_: F64 = wv - np.minimum(0.0, run_min)
+            return out_
+
+        ev = cusum(inc - (inc == 0), self._ev[gslot].astype(np.float64))
+        ev_s = cusum(x_s, self._ev_s[gslot].astype(np.float64))
+        n_struct = n_struct0[gid] + seg(struct.astype(np.int64))
         n_flip = self._n_flip[gslot][gid] + seg(flip.astype(np.int64))
         n_knn = self._n_knn[gslot][gid] + seg(tight.astype(np.int64))
         n_line = self._n_line[gslot][gid] + seg(line.astype(np.int64))
@@ -1392,6 +1481,11 @@ class AdversarialDetector:
         ends = gstarts + m_g - 1
         self._count[gslot] = cnt_g + m_g
         self._ev[gslot] = ev[ends]
+        self._ev_s[gslot] = ev_s[ends]
+        self._n_struct[gslot] = np.minimum(n_struct[ends], np.iinfo(np.uint16).max)
+        moved = last_pos[ends] >= gstarts
+        self._struct_at[gslot[moved]] = (cnt[last_pos[ends][moved]] & 0xFFFFFFFF).astype(np.uint32)
+        self._anchor[gslot] |= np.logical_or.reduceat(idd_ev, gstarts)
         self._n_flip[gslot] = n_flip[ends]
         self._n_knn[gslot] = n_knn[ends]
         self._n_line[gslot] = n_line[ends]
@@ -1404,7 +1498,8 @@ class AdversarialDetector:
         self._last_ts[gslot] = tmax[ends]
         # --- levels per kind (0 calm, 1 info, 2 warning, 3 critical)
         thr = self.evasion_threshold
-        lev_e = np.where(ev >= 3 * thr, 3, np.where(ev >= thr, 2, 0))
+        score = np.maximum(ev, ev_s)
+        lev_e = np.where(score >= 3 * thr, 3, np.where(score >= thr, 2, 0))
         px = np.ones(n)
         stat_x = np.zeros(n, dtype=np.int64)  # 0 ood, 1 close, 2 coverage
         # significance and effect: a rate far above the reference rate, and at least ``min_share`` of the queries
@@ -1432,7 +1527,7 @@ class AdversarialDetector:
         rate_s = rate / art.rate_tau_s
         lev_f = np.where(rate_s >= 4 * art.rate_max, 3, np.where(rate_s >= art.rate_max, 2, 0))
         levels = np.stack([lev_e, lev_x, lev_f], axis=1)
-        calms = np.stack([ev == 0, (lev_x == 0) & ~oo & ~close, rate_s < 0.5 * art.rate_max], axis=1)
+        calms = np.stack([score == 0, (lev_x == 0) & ~oo & ~close, rate_s < 0.5 * art.rate_max], axis=1)
         # --- incident state machine; only clients with something open, cooling or firing step event by event
         cur_g = _take_rows(self._level, gslot)
         any_lev = np.logical_or.reduceat(levels > 0, gstarts, axis=0)  # every group is non-empty
@@ -1447,12 +1542,13 @@ class AdversarialDetector:
         def stats_at(e: int) -> tuple[dict[str, Any], int, int, str, int, float, int]:
             """A record's statistics at sorted event ``e``: (evidence, seq, ts, event id, nearest seq, p, stat)."""
             st = {
-                "search_score": float(ev[e]),
+                "search_score": float(score[e]),
                 "nearest_distance": _finite(d1[e]),
                 "knn_distance": _finite(knn[e]),
                 "flips": int(n_flip[e]),
                 "tight_knn": int(n_knn[e]),
                 "line_steps": int(n_line[e]),
+                "structured_steps": int(n_struct[e]),
                 "events": int(cnt[e] + 1),
                 "ood_events": int(n_ood[e]),
                 "close_events": int(n_close[e]),
@@ -1503,6 +1599,105 @@ class AdversarialDetector:
                 self._cool[sl, kind] = cool
                 self._calm[sl, kind] = calm
         return n_seen, sc_rows, _Layout(e_z, gslot, e_start, e_start + f_g, order)
+
+    def _structured(
+        self,
+        raw16: npt.NDArray[np.float16],
+        fp: npt.NDArray[np.uint8],
+        order: I64,
+        gslot: I64,
+        gid: I64,
+        m_g: I64,
+        cnt_g: I64,
+        j_in: I64,
+    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+        """Per event (sorted by client, as in ``_process``): whether it is a structured step from one of its client's
+        previous ``_RAW`` queries, and whether it repeats one exactly. Writes the events to the clients' raw rings.
+
+        Against each earlier query: ``changed`` blocks of the exact fingerprints differ, ``nnz`` float16 coordinates
+        differ. A repeat changes no block. A structured step changes some, and either few coordinates (at most
+        ``max(2, F // 8)``, estimated from both) or, in the earlier query with the fewest changed coordinates, at
+        least ``_STRUCT_SHARE`` of them by the median |delta| (within ``_STRUCT_REL`` of it plus float16 rounding,
+        which must be small next to it). Each client's raw ring and its batch events are laid out as in
+        ``_process`` (float16 bit patterns), so the result does not depend on the batching."""
+        n, fs = raw16.shape
+        nb = fp.shape[1]
+        f = self.artifact.n_features
+        limit = max(2, f // 8)
+        n_g = len(gslot)
+        sc = self._scratch
+        fr = np.minimum(cnt_g, _RAW)  # ring entries of each client
+        lr = fr + m_g
+        rs = np.cumsum(lr) - lr
+        tot = int(lr.sum())
+        vals = sc.get("st.vals", (tot, fs), np.uint16)
+        fps = sc.get("st.fps", (tot, nb), np.uint8)
+        ring = self._raw.reshape(-1, fs).view(np.uint16)
+        ring_fp = self._raw_fp.reshape(-1, nb)
+        tf = int(fr.sum())
+        if tf:
+            grp = np.repeat(np.arange(n_g), fr)
+            i = np.arange(tf) - np.repeat(np.cumsum(fr) - fr, fr)
+            flat = gslot[grp] * _RAW + (cnt_g[grp] - fr[grp] + i) % _RAW
+            dst = rs[grp] + i
+            _put_rows(vals, dst, _take_rows(ring, flat))
+            _put_rows(fps, dst, _take_rows(ring_fp, flat))
+        rp = rs[gid] + fr[gid] + j_in
+        r16 = _take_rows(raw16.view(np.uint16), order)
+        fpo = _take_rows(fp, order)
+        _put_rows(vals, rp, r16)
+        _put_rows(fps, rp, fpo)
+        wk = np.flatnonzero(j_in >= m_g[gid] - _RAW)  # each client's last min(_RAW, new) events go to its ring
+        flat = gslot[gid[wk]] * _RAW + (cnt_g[gid[wk]] + j_in[wk]) % _RAW
+        _put_rows(ring, flat, _take_rows(r16, wk))
+        _put_rows(ring_fp, flat, _take_rows(fpo, wk))
+        avail = fr[gid] + j_in
+        struct = np.zeros(n, dtype=bool)
+        dup = np.zeros(n, dtype=bool)
+        best = np.full(n, fs + 1, dtype=np.int64)  # fewest changed coordinates among the share-test candidates
+        best_r = np.zeros(n, dtype=np.int64)
+        fpo64 = fpo.view(np.uint64)
+        for r in range(1, _RAW + 1):
+            e = np.flatnonzero(avail >= r)
+            q = rp[e]
+            every = len(e) == n
+            x = (fpo64 if every else fpo64[e]) ^ _take_rows(fps, q - r).view(np.uint64)
+            x |= x >> _U64(1)
+            x |= x >> _U64(2)
+            x &= _U64(0x1111111111111111)  # one bit per 4-bit block: set where the block differs
+            changed = np.bitwise_count(x).sum(axis=1, dtype=np.int64)
+            ne = (r16 if every else r16[e]) != _take_rows(vals, q - r)
+            nnz = ne.view(np.uint8).sum(axis=1, dtype=np.uint8).astype(np.int64)  # float16 values that differ
+            dup[e] |= changed == 0
+            sparse = (changed >= 1) & (changed <= min(limit, 3 * _FP_BLOCKS // 4)) & (nnz * f <= limit * fs)
+            struct[e] |= sparse
+            cand = (changed >= 1) & ~sparse & (nnz >= 2) & (nnz < best[e])
+            best[e[cand]] = nnz[cand]
+            best_r[e[cand]] = r
+        t = np.flatnonzero((best_r > 0) & ~struct)
+        if len(t):
+            ua = _take_rows(r16, t)
+            ub = _take_rows(vals, rp[t] - best_r[t])
+            a, b = _widen16(ua), _widen16(ub)
+            # float16 rounding of the row's values, twice over (a coordinate's |delta| and the median's): from the
+            # largest magnitude (the bit patterns without the sign order like the magnitudes; NaN: no test)
+            ua &= np.uint16(0x7FFF)
+            ub &= np.uint16(0x7FFF)
+            top = _widen16(np.maximum(ua.max(axis=1), ub.max(axis=1)))
+            with np.errstate(invalid="ignore"):  # inf - inf (float16 overflow) counts as no change
+                d = np.subtract(a, b, out=a)
+                np.abs(d, out=d)
+                moved = d > 0
+                np.copyto(d, 0.0, where=~moved)
+                k = moved.view(np.uint8).sum(axis=1, dtype=np.uint8).astype(np.int64)  # (a sign of zero or NaN: none)
+                med = np.sort(d, axis=1)[np.arange(len(t)), fs - k + (k - 1) // 2]  # zeros sort first
+                rnd = top * np.float32(2.0**-9)
+                tol = _STRUCT_REL * med + rnd  # below med (rnd <= med / 4): unchanged coordinates never agree
+                agree = np.abs(np.subtract(d, med[:, None], out=b), out=b) <= tol[:, None]
+                n_agree = agree.view(np.uint8).sum(axis=1, dtype=np.uint8)
+            # a row whose rounding is a sizeable share of the median cannot tell a step from noise
+            struct[t] = (k >= 2) & (n_agree >= _STRUCT_SHARE * k) & (rnd <= 0.25 * med)
+        return struct, dup
 
     def _incident_record(
         self,
@@ -1594,7 +1789,8 @@ class AdversarialDetector:
             statistic, value, threshold, p = "search_score", st["search_score"], self.evasion_threshold, None
             msg = (
                 f"client {client} is searching along the decision boundary: {st['flips']} class flips among "
-                f"near-duplicates, {st['tight_knn']} tight k-NN queries, {st['line_steps']} line steps"
+                f"near-duplicates, {st['tight_knn']} tight k-NN queries, {st['line_steps']} line steps, "
+                f"{st['structured_steps']} structured steps"
             )
         elif kind == EXTRACTION:
             if stat_x == 2:
