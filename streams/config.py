@@ -157,7 +157,7 @@ class AdversarialSettings(_Frozen):
     """Per-client detection of model extraction, evasion search and floods."""
 
     enabled: bool = True
-    max_clients: int = Field(1_000_000, ge=1, description="clients tracked at once (about 1.2 KB each)")
+    max_clients: int = Field(1_000_000, ge=1, description="clients tracked at once (about 1.6 KB each at 64 features)")
     salt: SecretStr = Field(
         SecretStr("inferwatch-default-salt"), description="salt of the near-duplicate index: set your own"
     )
