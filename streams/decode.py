@@ -1031,24 +1031,55 @@ def _encode(plan: _Plan, ev: _Events, rows: list[int] | None, fast: bool) -> tup
     suspects: Iterable[int] = _unexpected_rows_fast(plan, feats, x, c).tolist() if fast else range(n)
     _unexpected(plan, feats, suspects, counts)
 
-    kind = schema.prediction
+    no_targets = schema.prediction == "none"  # not decoded: not picked either
+    batch = _assemble(
+        plan,
+        counts,
+        fast,
+        x,
+        c,
+        prediction=() if no_targets else pick(ev.prediction),
+        label=() if no_targets else pick(ev.label),
+        probas=pick(ev.probabilities),
+        event_id=pick(ev.event_id),
+        ts=ev.ts if rows is None else ev.ts[rows],
+        client_id=pick(ev.client_id),
+    )
+    return batch, dict(counts)
+
+
+def _assemble(
+    plan: _Plan,
+    counts: Counter[tuple[str, str]],
+    fast: bool,
+    x: F64,
+    c: I32,
+    *,
+    prediction: Sequence[Any],
+    label: Sequence[Any],
+    probas: Sequence[Any],
+    event_id: Iterable[Any],
+    ts: I64,
+    client_id: Iterable[Any],
+) -> EventBatch:
+    """The EventBatch of one model's rows from their features and their other columns."""
+    n = len(x)
+    kind = plan.schema.prediction
     targets = []
-    for col, key in ((ev.prediction, PREDICTION_KEY), (ev.label, LABEL_KEY)):
+    for col, key in ((prediction, PREDICTION_KEY), (label, LABEL_KEY)):
         if kind == "none":
             targets.append((np.full(n, np.nan), np.full(n, MISSING, np.int32)))
             continue
-        picked = pick(col)
-        ft = _target_fast(kind, plan, picked, key, counts) if fast else None
-        targets.append(ft if ft is not None else _target_careful(kind, plan, picked, key, counts))
+        ft = _target_fast(kind, plan, col, key, counts) if fast else None
+        targets.append(ft if ft is not None else _target_careful(kind, plan, col, key, counts))
 
-    probas = pick(ev.probabilities)
     fp = _proba_fast(plan, probas, counts) if fast else None
     proba, confidence = fp if fp is not None else _proba_careful(plan, probas, counts)
 
-    batch = EventBatch(
-        event_id=np.fromiter(pick(ev.event_id), object, n),
-        ts=ev.ts if rows is None else ev.ts[rows],
-        client_id=np.fromiter(pick(ev.client_id), object, n),
+    return EventBatch(
+        event_id=np.fromiter(event_id, object, n),
+        ts=ts,
+        client_id=np.fromiter(client_id, object, n),
         numeric=x,
         categorical=c,
         prediction=targets[0][0],
@@ -1058,7 +1089,6 @@ def _encode(plan: _Plan, ev: _Events, rows: list[int] | None, fast: bool) -> tup
         label=targets[1][0],
         label_code=targets[1][1],
     )
-    return batch, dict(counts)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1203,38 +1233,31 @@ def _encode_typed(
             counts["missing", schema.categorical[j]] += absent
         c[:, j] = np.fromiter(map(plan.luts[j].get, col, repeat(UNSEEN)), np.int32, n)
 
-    kind = schema.prediction
-    targets = []
-    for get, key in ((_PREDICTION, PREDICTION_KEY), (_LABEL, LABEL_KEY)):
-        if kind == "none":
-            targets.append((np.full(n, np.nan), np.full(n, MISSING, np.int32)))
-            continue
-        col = list(map(get, events))
-        if _big_int(col):
+    prediction: list[Any] = []
+    label: list[Any] = []
+    if schema.prediction != "none":
+        prediction, label = list(map(_PREDICTION, events)), list(map(_LABEL, events))
+        if _big_int(prediction) or _big_int(label):
             return None
-        ft = _target_fast(kind, plan, col, key, counts)
-        targets.append(ft if ft is not None else _target_careful(kind, plan, col, key, counts))
 
     probas: list[Any] = list(map(_PROBABILITIES, events))
     if model.proba is not None:
         proba_type = model.proba
         # in schema class order, like an array: absent classes are None, as null entries are
         probas = [msgspec.structs.astuple(p) if type(p) is proba_type else p for p in probas]  # type: ignore[arg-type]
-    fp = _proba_fast(plan, probas, counts)
-    proba, confidence = fp if fp is not None else _proba_careful(plan, probas, counts)
 
-    batch = EventBatch(
-        event_id=np.fromiter(event_id, object, n),
+    batch = _assemble(
+        plan,
+        counts,
+        True,
+        x,
+        c,
+        prediction=prediction,
+        label=label,
+        probas=probas,
+        event_id=event_id,
         ts=ts,
-        client_id=np.fromiter(map(_CLIENT_ID, events), object, n),
-        numeric=x,
-        categorical=c,
-        prediction=targets[0][0],
-        prediction_code=targets[0][1],
-        confidence=confidence,
-        proba=proba,
-        label=targets[1][0],
-        label_code=targets[1][1],
+        client_id=map(_CLIENT_ID, events),
     )
     return batch, dict(counts)
 
