@@ -479,6 +479,19 @@ def test_models_interleaved_over_many_parts_keep_input_order() -> None:
     assert fast.violations == r.violations
 
 
+def set_probabilities(e: dict[str, Any], rng: np.random.Generator, *, nulls_in_arrays: bool) -> None:
+    """Probabilities of one random shape, or none: an object, an array of any length, a null entry."""
+    kind = rng.integers(5)
+    if kind == 0:
+        e["probabilities"] = {"no": float(rng.random()), "yes": float(rng.random())}
+    elif kind == 1:
+        e["probabilities"] = [float(rng.random()) for _ in range(rng.integers(1, 4))]
+    elif kind == 2:
+        e["probabilities"] = {"yes": None}
+    elif kind == 3 and nulls_in_arrays:
+        e["probabilities"] = [None, 0.5]
+
+
 def mixed_chunk(rng: np.random.Generator, n: int) -> list[bytes]:
     """Valid events with every kind of value the fast path must hand over or get right."""
     choices: list[Any] = [0.5, -3, None, "7", True, {"o": 1}, [1], 10**30, 1.0]
@@ -492,13 +505,7 @@ def mixed_chunk(rng: np.random.Generator, n: int) -> list[bytes]:
         if rng.random() < 0.1:
             feats["extra"] = 1
         e = event(i, features=feats)
-        kind = rng.integers(5)
-        if kind == 0:
-            e["probabilities"] = {"no": float(rng.random()), "yes": float(rng.random())}
-        elif kind == 1:
-            e["probabilities"] = [float(rng.random()) for _ in range(rng.integers(1, 4))]
-        elif kind == 2:
-            e["probabilities"] = {"yes": None}
+        set_probabilities(e, rng, nulls_in_arrays=False)
         if rng.random() < 0.5:
             e["prediction"] = ["yes", "no", 1, 2.0, "other"][rng.integers(5)]
         if rng.random() < 0.5:
@@ -673,15 +680,7 @@ def typed_chunk(rng: np.random.Generator, n: int) -> list[bytes]:
         if model == "r":
             feats.pop("y", None)
         e = event(i, model_id=model, features=feats, client_id=[None, "c1", "clïent"][rng.integers(3)])
-        kind = rng.integers(5)
-        if kind == 0:
-            e["probabilities"] = {"no": float(rng.random()), "yes": float(rng.random())}
-        elif kind == 1:
-            e["probabilities"] = [float(rng.random()) for _ in range(rng.integers(1, 4))]
-        elif kind == 2:
-            e["probabilities"] = {"yes": None}
-        elif kind == 3:
-            e["probabilities"] = [None, 0.5]
+        set_probabilities(e, rng, nulls_in_arrays=True)
         e["prediction"] = ["yes", "no", 1, 2.5, "other", None, 2**64 - 1][rng.integers(7)]
         e["label"] = ["yes", "no", 0, None][rng.integers(4)]
         if rng.random() < 0.3:
