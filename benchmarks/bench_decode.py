@@ -6,8 +6,8 @@ Run from the repository root, with BLAS pinned to one thread as the service does
 
 Prints events/s (wall-clock median and CPU-time best of ``--repeat`` interleaved runs) of parsing
 line by line with ``json.loads`` and ``orjson.loads`` (parse only, no columns), and of
-``Decoder.decode`` (parse, validate and build the EventBatch) in chunks of 10,000, with and without
-its typed (msgspec) path. Compare within one run: this machine is shared and noisy.
+``Decoder.decode`` (parse, validate and build the EventBatch) in chunks of 10,000, with its native
+(C scanner) path first, without it (the typed msgspec path first), and without either. Compare within one run: this machine is shared and noisy.
 """
 
 from __future__ import annotations
@@ -97,10 +97,14 @@ def parse_each(loads: Callable[[bytes], object], lines: Sequence[bytes]) -> None
         loads(v)
 
 
-def decode_all(decoder: Decoder, lines: Sequence[bytes], *, fast: bool = True, typed: bool = True) -> int:
+def decode_all(
+    decoder: Decoder, lines: Sequence[bytes], *, fast: bool = True, typed: bool = True, native: bool = True
+) -> int:
     rows = dead = 0
     for start in range(0, len(lines), CHUNK):
-        result = decoder._decode(lines[start : start + CHUNK], fast=fast, typed=fast and typed)
+        result = decoder._decode(
+            lines[start : start + CHUNK], fast=fast, typed=fast and typed, native=fast and typed and native
+        )
         rows += sum(len(b.batch) for b in result.batches)
         dead += len(result.dead)
     assert rows + dead == len(lines)
@@ -128,7 +132,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "Decoder.decode, chunks of 10,000": lambda: decode_all(decoder, lines),
         "  same, ts as RFC 3339 strings": lambda: decode_all(decoder, lines_rfc),
         "  same, 1% of messages truncated": lambda: decode_all(decoder, lines_bad),
-        "  same, without the typed (msgspec) path": lambda: decode_all(decoder, lines, typed=False),
+        "  same, without the native (C) path": lambda: decode_all(decoder, lines, native=False),
+        "  same, without the native and typed paths": lambda: decode_all(decoder, lines, typed=False),
         "  same, careful path only": lambda: decode_all(decoder, lines, fast=False),
     }
     results = rates(methods, n, repeat)

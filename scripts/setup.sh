@@ -32,7 +32,7 @@ PY_VERSION="$("$PY" -c 'import platform; print(platform.python_version())' 2>/de
 # Everything that should trigger a reinstall when it changes.
 fingerprint() {
     {
-        cat pyproject.toml requirements.lock
+        cat pyproject.toml requirements.lock streams/_native.c streams/_pow10.h
         "$VENV/bin/python" -c 'import sys; print(sys.version)' 2>/dev/null || true
     } | "$PY" -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())'
 }

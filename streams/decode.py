@@ -1,8 +1,13 @@
 """Inference events as JSON bytes -> one columnar :class:`~detector.schema.EventBatch` per model.
 
-This is the throughput ceiling of the service, so there are three paths:
+This is the throughput ceiling of the service, so there are four paths:
 
-* a *typed* path, tried first on each part of a chunk: msgspec decodes every message straight
+* a *native* path, tried first on each part of a chunk: the C scanner of ``streams/_native.c``
+  reads one model's events straight into float64 columns and builds Python objects only for ids,
+  categories, predictions, labels and ``ts``. It takes a part only if every message is of the
+  model it scans and holds nothing the paths below would treat differently (see the C file);
+  a build without the extension skips it;
+* a *typed* path, next: msgspec decodes every message straight
   into a Struct generated from its model's schema, checking the contract's types in C as it
   parses, and columns are read off the Structs. It takes a part only if every message fits;
   a part with a bad event, a feature outside the schema or of the wrong type, or an unknown
@@ -11,9 +16,9 @@ This is the throughput ceiling of the service, so there are three paths:
   ``operator.itemgetter``, ``dict.get`` through ``map``) and builds columns with one numpy call;
 * a *careful* path that looks at every value in Python and knows every rule of the contract.
 
-The typed and fast paths only ever accept input they can prove the careful path would treat the
+The native, typed and fast paths only ever accept input they can prove the careful path would treat the
 same way; on anything else (a bad event, a string where a number belongs, an absent feature) the
-fast path hands that one stage of that one part to the careful path. All three give identical
+fast path hands that one stage of that one part to the careful path. All paths give identical
 results (``tests/test_decode.py`` checks it), and none raises on any input: undecodable messages
 become :class:`DeadLetter` values.
 
@@ -44,6 +49,11 @@ import numpy.typing as npt
 import orjson
 
 from detector.schema import MISSING, UNSEEN, EventBatch, Schema
+
+try:
+    from streams import _native
+except ImportError:  # built without the C extension: the typed path comes first
+    _native = None  # type: ignore[assignment]
 
 __all__ = [
     "MAX_TS",
@@ -1057,12 +1067,15 @@ def _assemble(
     *,
     prediction: Sequence[Any],
     label: Sequence[Any],
-    probas: Sequence[Any],
+    probas: Sequence[Any] | tuple[F64, F64],
     event_id: Iterable[Any],
     ts: I64,
     client_id: Iterable[Any],
 ) -> EventBatch:
-    """The EventBatch of one model's rows from their features and their other columns."""
+    """The EventBatch of one model's rows from their features and their other columns.
+
+    ``probas`` is one value per row as sent, or ``(proba, confidence)`` already computed.
+    """
     n = len(x)
     kind = plan.schema.prediction
     targets = []
@@ -1073,8 +1086,11 @@ def _assemble(
         ft = _target_fast(kind, plan, col, key, counts) if fast else None
         targets.append(ft if ft is not None else _target_careful(kind, plan, col, key, counts))
 
-    fp = _proba_fast(plan, probas, counts) if fast else None
-    proba, confidence = fp if fp is not None else _proba_careful(plan, probas, counts)
+    if type(probas) is tuple and len(probas) == 2 and type(probas[0]) is np.ndarray:
+        proba, confidence = probas
+    else:
+        fp = _proba_fast(plan, probas, counts) if fast else None
+        proba, confidence = fp if fp is not None else _proba_careful(plan, probas, counts)
 
     return EventBatch(
         event_id=np.fromiter(event_id, object, n),
@@ -1185,6 +1201,21 @@ class _Typed:
         return event, _TypedModel(model_id, proba)
 
 
+def _scanners(schemas: Mapping[str, Schema]) -> dict[str, _native.Scanner]:
+    """A native scanner per model, none without the C extension."""
+    if _native is None:
+        return {}
+    return {
+        model_id: _native.Scanner(
+            model_id.encode(),
+            [name.encode() for name in schema.numeric],
+            [name.encode() for name in schema.categorical],
+            [name.encode() for name in schema.classes],
+        )
+        for model_id, schema in schemas.items()
+    }
+
+
 def _utf8(value: bytes) -> bool:
     # msgspec does not check the UTF-8 of what it skips (unknown fields); orjson checks everything.
     try:
@@ -1199,6 +1230,62 @@ def _big_int(col: Sequence[Any]) -> bool:
     return int in set(map(type, col)) and any(
         type(v) is int and not _ORJSON_INT_MIN <= v <= _ORJSON_INT_MAX for v in col
     )
+
+
+def _count_missing(schema: Schema, x: F64, counts: Counter[tuple[str, str]]) -> None:
+    """Count the NaN of numeric features read from floats and nulls: each one was null or absent."""
+    missing = np.isnan(x)
+    if missing.any():
+        for name, c in zip(schema.numeric, missing.sum(axis=0).tolist(), strict=True):
+            if c:
+                counts["missing", name] += c
+
+
+def _category_codes(plan: _Plan, cols: Sequence[list[Any]], n: int, counts: Counter[tuple[str, str]]) -> I32:
+    """Codes of categorical columns holding only strings, booleans and ``None``."""
+    c = np.empty((n, len(cols)), np.int32)
+    for j, col in enumerate(cols):
+        absent = col.count(None)
+        if absent:
+            counts["missing", plan.schema.categorical[j]] += absent
+        c[:, j] = np.fromiter(map(plan.luts[j].get, col, repeat(UNSEEN)), np.int32, n)
+    return c
+
+
+def _encode_native(plan: _Plan, scanner: _native.Scanner, values: list[bytes]) -> tuple[EventBatch, Violations] | None:
+    """One model's events read by the native scanner, as :func:`_encode` reads them; ``None`` if refused."""
+    schema = plan.schema
+    n, k = len(values), len(schema.numeric)
+    x = np.full((n, k), np.nan)
+    proba = np.full((n, len(schema.classes)), np.nan)
+    sent = np.zeros(n, np.uint8)
+    got = scanner.scan(values, x, proba, sent)
+    if got is None:
+        return None
+    event_id, ts_values, client_id, prediction, label, categorical = got
+    ts = _ts_column(ts_values)
+    if ts is None:
+        return None
+    counts: Counter[tuple[str, str]] = Counter()
+    _count_missing(schema, x, counts)
+    c = _category_codes(plan, categorical, n, counts)
+    # the scanner refuses non-finite numbers and, without classes, any probabilities sent
+    confidence = np.fmax.reduce(proba, axis=1) if schema.classes else np.full(n, np.nan)
+    no_targets = schema.prediction == "none"
+    batch = _assemble(
+        plan,
+        counts,
+        True,
+        x,
+        c,
+        prediction=() if no_targets else prediction,
+        label=() if no_targets else label,
+        probas=(proba, confidence),
+        event_id=event_id,
+        ts=ts,
+        client_id=client_id,
+    )
+    return batch, dict(counts)
 
 
 def _encode_typed(
@@ -1219,19 +1306,8 @@ def _encode_typed(
         numeric = rows if not kc else map(itemgetter(slice(0, k)), rows)
         # msgspec gave floats or None, which fromiter turns into NaN: null and absent are "missing"
         x = np.fromiter(chain.from_iterable(numeric), np.float64, n * k).reshape(n, k)
-        missing = np.isnan(x)
-        if missing.any():
-            for name, c in zip(schema.numeric, missing.sum(axis=0).tolist(), strict=True):
-                if c:
-                    counts["missing", name] += c
-
-    c = np.empty((n, kc), np.int32)
-    for j in range(kc):
-        col = list(map(itemgetter(k + j), rows))
-        absent = col.count(None)
-        if absent:
-            counts["missing", schema.categorical[j]] += absent
-        c[:, j] = np.fromiter(map(plan.luts[j].get, col, repeat(UNSEEN)), np.int32, n)
+        _count_missing(schema, x, counts)
+    c = _category_codes(plan, [list(map(itemgetter(k + j), rows)) for j in range(kc)], n, counts)
 
     prediction: list[Any] = []
     label: list[Any] = []
@@ -1330,15 +1406,19 @@ class Decoder:
         self.max_message_bytes = max_message_bytes
         self._plans = {model_id: _Plan.of(schema) for model_id, schema in schemas.items()}
         self._typed = _Typed(self._plans) if self._plans else None
+        self._scanners = _scanners(schemas)
+        #: The model the native path tries first: the one of the last part it took.
+        self._native_model = next(iter(self._scanners), None)
 
     def __getstate__(self) -> dict[str, Any]:
-        # The generated Struct types cannot be pickled (file replay sends the decoder to the
-        # process that decodes ahead); they are made again from the schemas on the other side.
-        return {**self.__dict__, "_typed": None}
+        # The generated Struct types and the scanners cannot be pickled (file replay sends the
+        # decoder to the process that decodes ahead); they are made again on the other side.
+        return {**self.__dict__, "_typed": None, "_scanners": {}}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._typed = _Typed(self._plans) if self._plans else None
+        self._scanners = _scanners(self.schemas)
 
     def decode(self, values: Sequence[bytes | None]) -> DecodeResult:
         """Decode one chunk of messages; never raises on message content.
@@ -1358,15 +1438,25 @@ class Decoder:
             if paused:
                 gc.enable()
 
-    def _decode(self, values: Sequence[Any], *, fast: bool, typed: bool | None = None) -> DecodeResult:
-        """``fast=False``: the careful path only; ``typed=False``: without the typed path."""
+    def _decode(
+        self, values: Sequence[Any], *, fast: bool, typed: bool | None = None, native: bool | None = None
+    ) -> DecodeResult:
+        """``fast=False``: the careful path only; ``typed=False``, ``native=False``: without those paths."""
         parts: dict[str, list[tuple[EventBatch, I64]]] = {}
         counts: dict[str, Counter[tuple[str, str]]] = {}
         dead: list[DeadLetter] = []
         typed = fast if typed is None else typed
+        native = typed if native is None else native
         for start in range(0, len(values), _PART):
             part = values[start : start + _PART]
-            if not (typed and self._decode_typed(part, start, parts, counts)):
+            plain = (typed or native) and self._plain(part)
+            if not (
+                plain
+                and (
+                    (native and self._decode_native(part, start, parts, counts))
+                    or (typed and self._decode_typed(part, start, parts, counts))
+                )
+            ):
                 self._decode_part(part, start, fast, parts, counts, dead)
         batches = [
             ModelBatch(
@@ -1391,11 +1481,7 @@ class Decoder:
     ) -> bool:
         """Decode ``values`` with the typed path if every message fits it; else change nothing, ``False``."""
         typed = self._typed
-        if typed is None or not values or set(map(type, values)) != {bytes}:
-            return False
-        if max(map(len, values)) > self.max_message_bytes:
-            return False
-        if not all(map(bytes.isascii, values)) and not all(map(_utf8, values)):
+        if typed is None:
             return False
         try:
             events = list(map(typed.decode, values))
@@ -1429,6 +1515,50 @@ class Decoder:
             parts.setdefault(model_id, []).append((batch, positions if picked is None else positions[picked]))
             counts.setdefault(model_id, Counter()).update(violations)
         return True
+
+    def _plain(self, values: Sequence[Any]) -> bool:
+        """Whether ``values`` are all bytes of valid UTF-8 within the size limit (what the first paths take)."""
+        if not values or set(map(type, values)) != {bytes}:
+            return False
+        if max(map(len, values)) > self.max_message_bytes:
+            return False
+        return all(map(bytes.isascii, values)) or all(map(_utf8, values))
+
+    def _decode_native(
+        self,
+        values: Sequence[bytes],
+        offset: int,
+        parts: dict[str, list[tuple[EventBatch, I64]]],
+        counts: dict[str, Counter[tuple[str, str]]],
+    ) -> bool:
+        """Decode ``values`` with the native scanner of one model; else change nothing, ``False``."""
+        model_id = self._native_model
+        if model_id not in self._scanners:
+            return False
+        assert model_id is not None
+        values = list(values)
+        encoded = _encode_native(self._plans[model_id], self._scanners[model_id], values)
+        if encoded is None and len(self._scanners) > 1:  # maybe a part of another model: try that one
+            first = self._first_model(values)
+            if first is None or first == model_id:
+                return False
+            model_id = self._native_model = first
+            encoded = _encode_native(self._plans[model_id], self._scanners[model_id], values)
+        if encoded is None:
+            return False
+        batch, violations = encoded
+        positions = np.arange(offset, offset + len(values), dtype=np.int64)
+        parts.setdefault(model_id, []).append((batch, positions))
+        counts.setdefault(model_id, Counter()).update(violations)
+        return True
+
+    def _first_model(self, values: Sequence[bytes]) -> str | None:
+        """The model of the first message of ``values``, if it has a scanner."""
+        try:
+            model_id = orjson.loads(values[0]).get("model_id")
+        except (orjson.JSONDecodeError, AttributeError):
+            return None
+        return model_id if type(model_id) is str and model_id in self._scanners else None
 
     def _decode_part(
         self,

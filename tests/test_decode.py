@@ -697,6 +697,7 @@ def typed_chunk(rng: np.random.Generator, n: int) -> list[bytes]:
 def decode_typed_only(values: list[Any]) -> DecodeResult:
     """Decode where every part must take the typed path."""
     dec = decoder()
+    dec._scanners = {}
 
     def forbidden(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("general path used")
@@ -748,6 +749,7 @@ def test_what_the_typed_path_refuses_goes_the_general_way(odd: bytes) -> None:
     values: list[Any] = clean_chunk(20)
     values[11] = odd
     dec = decoder()
+    dec._scanners = {}
     typed_parts = []
     general = dec._decode_part
 
@@ -778,3 +780,257 @@ def test_decoder_pickles_with_its_typed_path() -> None:
     assert copy._typed is not None
     assert_same(copy._decode(values, fast=True), careful(decoder(), values))
     assert copy._decode_typed(values[:10], 0, {}, {})
+
+
+# ----------------------------------------------------------------------------------------------
+# The native (C scanner) path
+
+
+def test_native_extension_is_built() -> None:
+    # a pure-Python install still decodes (the typed path comes first); this project's builds must not be one
+    assert decode_module._native is not None
+    assert set(decoder()._scanners) == {"m", "r"}
+
+
+def native_chunk(rng: np.random.Generator, n: int, model: str = "m") -> list[bytes]:
+    """Valid events of one model the native path must take, with every value it has to get right."""
+    numbers: list[Any] = [0.1 + 0.2, -0.0, 0, -7, 10**23, 2**53 + 1, 2**64 - 1, 1e-310, 5e-324, None]
+    numbers += [1.7976931348623157e308, 123456789.123456789, 1e22, 1e23, 9007199254740993.0]
+    cats: list[Any] = ["a", "b", "zzz", 'é"\\/\b\f\n\r\t', "\u0000", "😀", None, True, False]
+    out = []
+    for i in range(n):
+        names = ["x", "y", "c"] if model == "m" else ["x"]
+        feats: dict[str, Any] = {}
+        for name in rng.permutation(names).tolist():
+            if rng.random() < 0.1:
+                continue
+            if name == "c":
+                feats[name] = cats[rng.integers(len(cats))]
+            else:
+                feats[name] = float(rng.normal()) if rng.random() < 0.5 else numbers[rng.integers(len(numbers))]
+        e = event(i, model_id=model, features=feats, client_id=[None, "c1", "clïent", "😀"][rng.integers(4)])
+        kind = rng.integers(4)
+        if kind == 0:
+            e["probabilities"] = {c: float(rng.random()) for c in rng.permutation(["no", "yes"]).tolist()}
+        elif kind == 1:
+            e["probabilities"] = [None if rng.random() < 0.2 else float(rng.random()) for _ in range(2)]
+        elif kind == 2:
+            e["probabilities"] = {"yes": None} if rng.random() < 0.5 else {}
+        if model == "m" and rng.random() < 0.8:
+            e["prediction"] = ["yes", "no", 1, 2.5, "other", None, -(2**63), 1e2][rng.integers(8)]
+        if model == "r":
+            e["prediction"] = [1.5, -3, None, 10**18][rng.integers(4)]
+            e.pop("probabilities", None)
+        e["label"] = ["yes", "no", 0, None][rng.integers(4)]
+        if rng.random() < 0.3:
+            e["ts"] = f"2026-11-28T10:00:00.{rng.integers(1000):03d}+01:00"
+        elif rng.random() < 0.2:
+            e["ts"] = T0 + 0.75
+        if rng.random() < 0.2:
+            e["model_version"] = "1.2" if rng.random() < 0.5 else None
+        if rng.random() < 0.2:
+            e["extra"] = {"nested": [1, {"deep": "\u2603"}, [], {}], "n": -1.5e300, "t": True, "f": False, "z": None}
+        items = list(e.items())
+        e = dict(items[j] for j in rng.permutation(len(items)).tolist())  # any key order
+        text = json.dumps(e, ensure_ascii=bool(rng.random() < 0.5), indent=2 if rng.random() < 0.1 else None)
+        out.append(text.encode())
+    return out
+
+
+def decode_native_only(values: list[Any], dec: Decoder | None = None) -> DecodeResult:
+    """Decode where every part must take the native path."""
+    dec = dec or decoder()
+
+    def forbidden(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("another path used")
+
+    dec._decode_part = forbidden  # type: ignore[method-assign]
+    dec._decode_typed = forbidden  # type: ignore[method-assign]
+    return dec.decode(values)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_native_path_equals_the_other_paths(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    values = native_chunk(rng, 1300)
+    native = decode_native_only(values)
+    assert_same(native, decoder()._decode(values, fast=True, native=False))
+    assert_same(native, decoder()._decode(values, fast=True, typed=False, native=False))
+    assert_same(native, careful(decoder(), values))
+    assert {("missing", "x"), ("missing", "c")} <= set(native.violations)
+
+
+def test_native_path_follows_the_model_of_each_part() -> None:
+    rng = np.random.default_rng(4)
+    values = native_chunk(rng, 512, "m") + native_chunk(rng, 1024, "r") + native_chunk(rng, 600, "m")  # parts of 512
+    native = decode_native_only(values)
+    assert [(b.model_id, len(b.batch)) for b in native.batches] == [("m", 1112), ("r", 1024)]
+    assert_same(native, careful(decoder(), values))
+    # parts mixing two models are not the native path's: they still decode the same
+    assert_same(decoder().decode(values[300:900]), careful(decoder(), values[300:900]))
+
+
+def test_native_path_reads_random_floats_exactly() -> None:
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.normal(size=3000) * 10.0 ** rng.integers(-300, 300, 3000), rng.random(3000)])
+    x[:6] = [5e-324, 2.2250738585072014e-308, 2.225073858507201e-308, 1.7976931348623157e308, 0.1, 1 / 3]
+    values = [raw(i, features={"x": v, "y": -v, "c": "a"}) for i, v in enumerate(x.tolist())]
+    b = only_batch(decode_native_only(values))
+    np.testing.assert_array_equal(b.numeric[:, 0], x)
+    np.testing.assert_array_equal(b.numeric[:, 1], -x)
+    assert np.signbit(b.numeric[:, 1]).tolist() == np.signbit(-x).tolist()
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "0",
+        "-0",
+        "-0.0",
+        "1e-400",
+        "4.9406564584124654e-324",
+        "2.2250738585072011e-308",
+        "9007199254740993",
+        "9007199254740992.5",
+        "18446744073709551616",
+        "1e23",
+        "8.988465674311579e307",
+        "0.000001",
+        "123456789012345678901234567890",
+        "1.00000000000000011102230246251565404236316680908203125",
+        "7.2057594037927933e16",
+        "0." + "0" * 400 + "1",
+        "1" + "0" * 300 + "e-300",
+    ],
+)
+def test_native_numbers_are_correctly_rounded(token: str) -> None:
+    assert decode_module._native is not None
+    got = decode_module._native.parse_float(token.encode())
+    want = float(int(token)) if token.lstrip("-").isdigit() else float(token)
+    if len(token) >= 400:  # longer than the scanner reads exactly: it refuses, the other paths read it
+        assert got is None
+        return
+    assert got is not None and (got, math.copysign(1, got)) == (want, math.copysign(1, want))
+
+
+def test_native_numbers_agree_with_python_on_random_tokens() -> None:
+    assert decode_module._native is not None
+    parse = decode_module._native.parse_float
+    rng = np.random.default_rng(5)
+    bits = rng.integers(0, 2**63, 20_000, dtype=np.int64).view(np.float64)
+    tokens = [repr(f) for f in bits.tolist() if math.isfinite(f)]
+    tokens += [f"{f:.3e}" for f in bits.tolist() if math.isfinite(f)]
+    for _ in range(20_000):
+        digits = "".join(map(str, rng.integers(0, 10, rng.integers(1, 28)))).lstrip("0") or "0"
+        frac = "".join(map(str, rng.integers(0, 10, rng.integers(0, 28))))
+        exponent = f"e{rng.integers(-330, 310)}" if rng.random() < 0.5 else ""
+        tokens.append(digits + (f".{frac}" if frac else "") + exponent)
+    wrong = []
+    for t in tokens:
+        want, got = float(t), parse(t.encode())
+        if not math.isfinite(want):
+            if got is not None:  # too large for float64: the other paths count it as non_finite
+                wrong.append(t)
+        elif got is None or (got, math.copysign(1, got)) != (want, math.copysign(1, want)):
+            wrong.append(t)
+    assert wrong == []
+
+
+@pytest.mark.parametrize(
+    "token", ["01", "1.", ".5", "+1", "1e", "-", "NaN", "Infinity", "1e400", "-1e400", "0x1", "1_0", ""]
+)
+def test_native_refuses_what_is_not_a_finite_json_number(token: str) -> None:
+    assert decode_module._native is not None
+    assert decode_module._native.parse_float(token.encode()) is None
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        b'{"event\\u005fid":"e","ts":1,"model_id":"m","features":{}}',  # a key with an escape
+        b'{"event_id":"e","event_id":"f","ts":1,"model_id":"m","features":{}}',
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{"x":1,"x":2}}',
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{},"probabilities":{"yes":1,"yes":0}}',
+        b'{"event_id":"e","ts":1,"model_id":"r","features":{"x":1}}',  # another model in the part
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{"c":1}}',
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{"x":"1"}}',
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{"x":true}}',
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{"x":[1]}}',
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{"extra":1}}',
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{},"probabilities":{"yes":1,"maybe":0}}',
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{},"probabilities":[0.5]}',
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{},"probabilities":[0.5,0.5,0]}',
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{},"prediction":18446744073709551615}',
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{},"prediction":true}',
+        b'{"event_id":"e","ts":9223372036854775808,"model_id":"m","features":{}}',
+        b'{"event_id":"e","ts":true,"model_id":"m","features":{}}',
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{"x":1e999}}',
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{},"n":1e999}',
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{},"s":"\\ud800"}',  # a lone surrogate
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{},"s":"\\udc00\\ud800"}',
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{},"s":"tab\there"}',  # a raw control byte
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{},"s":"\\x"}',
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{},"d":' + b"[" * 100 + b"]" * 100 + b"}",
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{},"n":01}',
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{},"n":NaN}',
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{},"t":tru}',
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{},}',
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{}} x',
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{}}{}',
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{"x":1,}}',
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{},"a":[1,]}',
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{},"a":{"k" 1}}',
+        b'{"event_id":"e","ts":1,"model_id":"m"}',
+        b'{"event_id":"","ts":1,"model_id":"m","features":{}}',
+        b'{"event_id":null,"ts":1,"model_id":"m","features":{}}',
+        b'{"event_id":"e","ts":1,"model_id":"m","features":null}',
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{},"client_id":7}',
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{},"model_version":7}',
+        b'{"event_id":"e","ts":1,"model_id":"m\\u0000","features":{}}',
+        b"[1]",
+        b'"s"',
+        b"",
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{"x":1}',
+    ],
+)
+def test_what_the_native_path_refuses_goes_another_way(odd: bytes) -> None:
+    values: list[Any] = clean_chunk(20)
+    values[11] = odd
+    dec = decoder()
+    native = dec._decode_native
+    taken = []
+
+    def spy(*args: Any, **kwargs: Any) -> bool:
+        taken.append(native(*args, **kwargs))
+        return taken[-1]
+
+    dec._decode_native = spy  # type: ignore[method-assign]
+    result = dec.decode(values)
+    assert taken == [False]
+    assert_same(result, careful(decoder(), values))
+    values[11] = raw(11)
+    assert decode_native_only(values).n_input == 20  # the part is the native path's without that message
+
+
+def test_native_scanner_checks_its_arguments() -> None:
+    native = decode_module._native
+    assert native is not None
+    with pytest.raises(ValueError, match="duplicate feature"):
+        native.Scanner(b"m", [b"x"], [b"x"], [])
+    scanner = native.Scanner(b"m", [b"x"], [], [b"a", b"b"])
+    values = [raw(0, features={"x": 1})]
+    with pytest.raises(ValueError, match="float64"):
+        scanner.scan(values, np.full((1, 2), np.nan), np.full((1, 2), np.nan), np.zeros(1, np.uint8))
+    with pytest.raises(ValueError, match="float64"):
+        scanner.scan(values, np.full((1, 1), np.nan, np.float32), np.full((1, 2), np.nan), np.zeros(1, np.uint8))
+    with pytest.raises(ValueError, match="sent"):
+        scanner.scan(values, np.full((1, 1), np.nan), np.full((1, 2), np.nan), np.zeros(2, np.uint8))
+    x = np.full((1, 1), np.nan)
+    assert scanner.scan(values, x, np.full((1, 2), np.nan), np.zeros(1, np.uint8)) is not None and x[0, 0] == 1.0
+
+
+def test_decoder_pickles_with_its_native_path() -> None:
+    values = clean_chunk(600)
+    copy = pickle.loads(pickle.dumps(decoder()))
+    assert set(copy._scanners) == {"m", "r"}
+    assert_same(decode_native_only(values, copy), careful(decoder(), values))
