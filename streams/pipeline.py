@@ -63,6 +63,10 @@ class Positions:
         zeros = np.zeros(n, np.int32)
         return cls("file", (path,), zeros, zeros, np.arange(first_line, first_line + n, dtype=np.int64))
 
+    def take(self, rows: npt.NDArray[Any]) -> Positions:
+        """The positions of ``rows`` (indices or a boolean mask)."""
+        return Positions(self.kind, self.names, self.source[rows], self.partition[rows], self.offset[rows])
+
     def describe(self, i: int) -> dict[str, Any]:
         """The position of message ``i`` alone, for a dead letter."""
         name = self.names[self.source[i]]
