@@ -7,7 +7,8 @@ Run from the repository root, with BLAS pinned to one thread as the service does
 Prints events/s (wall-clock median and CPU-time best of ``--repeat`` interleaved runs) of parsing
 line by line with ``json.loads`` and ``orjson.loads`` (parse only, no columns), and of
 ``Decoder.decode`` (parse, validate and build the EventBatch) in chunks of 10,000, with its native
-(C scanner) path first, without it (the typed msgspec path first), and without either. Compare within one run: this machine is shared and noisy.
+(C scanner) path first, without it (the typed msgspec path first), and without either. Compare
+within one run: this machine is shared and noisy.
 """
 
 from __future__ import annotations

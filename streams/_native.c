@@ -949,9 +949,11 @@ writable_doubles(PyObject *obj, Py_buffer *view, Py_ssize_t count, const char *w
 PyDoc_STRVAR(scan_doc,
              "scan(values, x, proba, sent)\n--\n\n"
              "Read the messages ``values`` (a list of bytes, valid UTF-8) into ``x`` (float64, n x numeric),\n"
-             "``proba`` (float64, n x classes) and ``sent`` (uint8, n), which the caller fills with NaN and 0.\n"
-             "Returns ``(event_id, ts, client_id, prediction, label, categorical)`` as lists (``categorical``:\n"
-             "one list per categorical feature), or ``None`` if any message is not for this path.");
+             "``proba`` (float64, n x classes) and ``sent`` (uint8, n), which the caller fills with NaN and 0,\n"
+             "up to the first message this path does not take. Returns ``(n_ok, event_id, ts, client_id,\n"
+             "prediction, label, categorical)``: the messages taken (``n_ok == len(values)`` when all were), and\n"
+             "their columns as lists (``categorical``: one list per categorical feature). Rows from ``n_ok`` on\n"
+             "of ``x``, ``proba`` and ``sent`` are undefined.");
 
 static PyObject *
 Scanner_scan(Scanner *self, PyObject *args)
@@ -991,22 +993,22 @@ Scanner_scan(Scanner *self, PyObject *args)
     for (Py_ssize_t j = 0; j < self->kc; j++) {
         if (!(o.categorical[j] = none_list(n))) goto done;
     }
+    Py_ssize_t n_ok = n;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *b = PyList_GET_ITEM(values, i);
-        if (!PyBytes_CheckExact(b)) {
-            result = Py_NewRef(Py_None);
-            goto done;
-        }
         if (++self->stamp == 0) { /* wrapped: forget every mark */
             memset(self->seen, 0, sizeof(uint32_t) * (size_t)self->n_seen);
             self->stamp = 1;
         }
-        const char *p = PyBytes_AS_STRING(b);
-        int rc = scan_one(self, p, p + PyBytes_GET_SIZE(b), &o, i);
+        int rc = REFUSE;
+        if (PyBytes_CheckExact(b)) {
+            const char *p = PyBytes_AS_STRING(b);
+            rc = scan_one(self, p, p + PyBytes_GET_SIZE(b), &o, i);
+        }
         if (rc == ERROR) goto done;
         if (rc == REFUSE) {
-            result = Py_NewRef(Py_None);
-            goto done;
+            n_ok = i;
+            break;
         }
     }
     {
@@ -1016,7 +1018,17 @@ Scanner_scan(Scanner *self, PyObject *args)
             PyList_SET_ITEM(cats, j, o.categorical[j]);
             o.categorical[j] = NULL;
         }
-        result = PyTuple_Pack(6, o.event_id, o.ts, o.client_id, o.prediction, o.label, cats);
+        if (n_ok < n) {
+            PyObject *cols[] = {o.event_id, o.ts, o.client_id, o.prediction, o.label};
+            for (size_t c = 0; c < sizeof(cols) / sizeof(cols[0]); c++) {
+                if (PyList_SetSlice(cols[c], n_ok, n, NULL) < 0) goto done_cats;
+            }
+            for (Py_ssize_t j = 0; j < self->kc; j++) {
+                if (PyList_SetSlice(PyList_GET_ITEM(cats, j), n_ok, n, NULL) < 0) goto done_cats;
+            }
+        }
+        result = Py_BuildValue("nOOOOOO", n_ok, o.event_id, o.ts, o.client_id, o.prediction, o.label, cats);
+    done_cats:
         Py_DECREF(cats);
     }
 done:

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import date
 from itertools import chain, compress, repeat
 from operator import attrgetter, is_not, itemgetter
-from typing import Any, Final, TypeVar, Union
+from typing import Any, Final, TypeVar, Union, cast
 
 import msgspec
 import numpy as np
@@ -93,6 +93,9 @@ _DEFAULT_MAX_BYTES: Final = 1_048_576
 #: Chunks are decoded in parts of this many messages: each stage walks every parsed object once, and
 #: a part's objects still sit in the CPU cache; 10,000-message parts were 1.7x slower (benchmarks/).
 _PART: Final = 512
+#: Messages of a part the native path refuses (or reads with another model's scanner) one by one;
+#: after them the rest of the part goes to the typed path: each piece costs what a small part does.
+_NATIVE_REFUSALS: Final = 8
 _EPOCH_ORDINAL: Final = date(1970, 1, 1).toordinal()
 _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))",
@@ -1252,20 +1255,13 @@ def _category_codes(plan: _Plan, cols: Sequence[list[Any]], n: int, counts: Coun
     return c
 
 
-def _encode_native(plan: _Plan, scanner: _native.Scanner, values: list[bytes]) -> tuple[EventBatch, Violations] | None:
-    """One model's events read by the native scanner, as :func:`_encode` reads them; ``None`` if refused."""
+def _encode_native(
+    plan: _Plan, cols: tuple[list[Any], ...], ts: I64, x: F64, proba: F64
+) -> tuple[EventBatch, Violations]:
+    """One model's events read by the native scanner, as :func:`_encode` reads them."""
     schema = plan.schema
-    n, k = len(values), len(schema.numeric)
-    x = np.full((n, k), np.nan)
-    proba = np.full((n, len(schema.classes)), np.nan)
-    sent = np.zeros(n, np.uint8)
-    got = scanner.scan(values, x, proba, sent)
-    if got is None:
-        return None
-    event_id, ts_values, client_id, prediction, label, categorical = got
-    ts = _ts_column(ts_values)
-    if ts is None:
-        return None
+    event_id, _, client_id, prediction, label, categorical = cols
+    n = len(x)
     counts: Counter[tuple[str, str]] = Counter()
     _count_missing(schema, x, counts)
     c = _category_codes(plan, categorical, n, counts)
@@ -1286,6 +1282,16 @@ def _encode_native(plan: _Plan, scanner: _native.Scanner, values: list[bytes]) -
         client_id=client_id,
     )
     return batch, dict(counts)
+
+
+def _valid_prefix(ts_values: list[Any]) -> tuple[int, I64]:
+    """How many leading ``ts`` are valid, and their epoch ms."""
+    ts = _ts_column(ts_values)
+    if ts is not None:
+        return len(ts_values), ts
+    parsed = list(map(parse_ts, ts_values))
+    n = parsed.index(None)
+    return n, np.fromiter(parsed[:n], np.int64, n)
 
 
 def _encode_typed(
@@ -1450,14 +1456,12 @@ class Decoder:
         for start in range(0, len(values), _PART):
             part = values[start : start + _PART]
             plain = (typed or native) and self._plain(part)
-            if not (
-                plain
-                and (
-                    (native and self._decode_native(part, start, parts, counts))
-                    or (typed and self._decode_typed(part, start, parts, counts))
-                )
-            ):
-                self._decode_part(part, start, fast, parts, counts, dead)
+            done = self._decode_native(part, start, parts, counts, dead) if plain and native else 0
+            if done == len(part):
+                continue
+            rest, at = (part, start) if not done else (part[done:], start + done)
+            if not (plain and typed and self._decode_typed(rest, at, parts, counts)):
+                self._decode_part(rest, at, fast, parts, counts, dead)
         batches = [
             ModelBatch(
                 model_id,
@@ -1530,32 +1534,61 @@ class Decoder:
         offset: int,
         parts: dict[str, list[tuple[EventBatch, I64]]],
         counts: dict[str, Counter[tuple[str, str]]],
-    ) -> bool:
-        """Decode ``values`` with the native scanner of one model; else change nothing, ``False``."""
+        dead: list[DeadLetter],
+    ) -> int:
+        """Decode the messages of ``values`` with the native scanner of one model, up to the first
+        it refuses beyond :data:`_NATIVE_REFUSALS` (those it refuses go one by one the general way).
+
+        Returns how many leading messages of ``values`` are done; the caller decodes the rest.
+        """
         model_id = self._native_model
         if model_id not in self._scanners:
-            return False
+            return 0
         assert model_id is not None
         values = list(values)
-        encoded = _encode_native(self._plans[model_id], self._scanners[model_id], values)
-        if encoded is None and len(self._scanners) > 1:  # maybe a part of another model: try that one
-            first = self._first_model(values)
-            if first is None or first == model_id:
-                return False
-            model_id = self._native_model = first
-            encoded = _encode_native(self._plans[model_id], self._scanners[model_id], values)
-        if encoded is None:
-            return False
-        batch, violations = encoded
-        positions = np.arange(offset, offset + len(values), dtype=np.int64)
-        parts.setdefault(model_id, []).append((batch, positions))
-        counts.setdefault(model_id, Counter()).update(violations)
-        return True
+        n = len(values)
+        schema = self._plans[model_id].schema
+        x = np.full((n, len(schema.numeric)), np.nan)
+        proba = np.full((n, len(schema.classes)), np.nan)
+        sent = np.zeros(n, np.uint8)
+        pos = refused = 0
+        switched = -1
+        while pos < n:
+            got = self._scanners[model_id].scan(values[pos:] if pos else values, x[pos:], proba[pos:], sent[pos:])
+            n_ok, cols = got[0], cast(tuple[list[Any], ...], got[1:])
+            if n_ok:
+                valid, ts = _valid_prefix(cols[1] if n_ok == n - pos else cols[1][:n_ok])
+                if valid < n_ok:  # a ts the general path explains
+                    n_ok = valid
+                    cols = tuple(col[:valid] if j != 5 else [c[:valid] for c in col] for j, col in enumerate(cols))
+            if n_ok:
+                plan = self._plans[model_id]
+                batch, violations = _encode_native(plan, cols, ts, x[pos : pos + n_ok], proba[pos : pos + n_ok])
+                parts.setdefault(model_id, []).append((batch, np.arange(offset + pos, offset + pos + n_ok)))
+                counts.setdefault(model_id, Counter()).update(violations)
+                pos += n_ok
+                if pos == n:
+                    break
+            refused += 1
+            if refused > _NATIVE_REFUSALS:
+                return pos
+            if switched != pos and len(self._scanners) > 1:  # maybe a message of another model: try its scanner
+                other = self._first_model(values[pos])
+                if other is not None and other != model_id:
+                    model_id = self._native_model = other
+                    schema = self._plans[model_id].schema
+                    x = np.full((n, len(schema.numeric)), np.nan)
+                    proba = np.full((n, len(schema.classes)), np.nan)
+                    switched = pos
+                    continue
+            self._decode_part([values[pos]], offset + pos, True, parts, counts, dead)
+            pos += 1
+        return n
 
-    def _first_model(self, values: Sequence[bytes]) -> str | None:
-        """The model of the first message of ``values``, if it has a scanner."""
+    def _first_model(self, value: bytes) -> str | None:
+        """The model of the message ``value``, if it has a scanner."""
         try:
-            model_id = orjson.loads(values[0]).get("model_id")
+            model_id = orjson.loads(value).get("model_id")
         except (orjson.JSONDecodeError, AttributeError):
             return None
         return model_id if type(model_id) is str and model_id in self._scanners else None

@@ -997,19 +997,59 @@ def test_what_the_native_path_refuses_goes_another_way(odd: bytes) -> None:
     values: list[Any] = clean_chunk(20)
     values[11] = odd
     dec = decoder()
-    native = dec._decode_native
-    taken = []
+    general = dec._decode_part
+    handed: list[tuple[int, int]] = []
 
-    def spy(*args: Any, **kwargs: Any) -> bool:
-        taken.append(native(*args, **kwargs))
-        return taken[-1]
+    def spy(*args: Any, **kwargs: Any) -> None:
+        handed.append((args[1], len(args[0])))
+        general(*args, **kwargs)
 
-    dec._decode_native = spy  # type: ignore[method-assign]
+    def forbidden(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("typed path used")
+
+    dec._decode_part = spy  # type: ignore[method-assign]
+    dec._decode_typed = forbidden  # type: ignore[method-assign]
     result = dec.decode(values)
-    assert taken == [False]
+    if b'"model_id":"r"' in odd:  # valid, of another model: read by that model's scanner
+        assert handed == []
+    else:  # that message alone; the native path read the others
+        assert handed == [(11, 1)]
     assert_same(result, careful(decoder(), values))
-    values[11] = raw(11)
-    assert decode_native_only(values).n_input == 20  # the part is the native path's without that message
+
+
+def spied_decoder() -> tuple[Decoder, list[tuple[str, int, int]]]:
+    """A decoder that records which path decoded which messages: (path, offset, count)."""
+    dec = decoder()
+    calls: list[tuple[str, int, int]] = []
+
+    def spying(name: str) -> Any:
+        method = getattr(dec, name)
+
+        def spy(*args: Any, **kwargs: Any) -> Any:
+            calls.append((name, args[1], len(args[0])))
+            return method(*args, **kwargs)
+
+        return spy
+
+    for name in ("_decode_native", "_decode_typed", "_decode_part"):
+        setattr(dec, name, spying(name))
+    return dec, calls
+
+
+def test_native_path_hands_over_the_rest_of_a_part_after_many_refusals() -> None:
+    values: list[Any] = clean_chunk(600)
+    bad = [5, 9, 20, 30, 31, 40, 50, 60, 70, 100]  # 10 in the first part of 512
+    for i in bad:
+        values[i] = raw(i, ts="yesterday") if i % 2 else values[i][:-1]
+    dec, calls = spied_decoder()
+    result = dec.decode(values)
+    assert_same(result, careful(decoder(), values))
+    assert sorted(d.index for d in result.dead) == bad
+    # the first 8 refused one by one, the 9th starts the rest of the part (typed refuses it too)
+    singles = [(p, at) for p, at, n in calls if n == 1]
+    assert singles == [("_decode_part", i) for i in bad[:8]]
+    assert ("_decode_typed", 70, 442) in calls and ("_decode_part", 70, 442) in calls
+    assert ("_decode_native", 512, 88) in calls and calls[-1] == ("_decode_native", 512, 88)
 
 
 def test_native_scanner_checks_its_arguments() -> None:
