@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import math
 import re
 from collections import Counter
@@ -54,6 +55,9 @@ try:
     from streams import _native
 except ImportError:  # built without the C extension: the typed path comes first
     _native = None  # type: ignore[assignment]
+    logging.getLogger(__name__).warning(
+        "streams._native is not built (no C compiler at install?): decoding takes the msgspec path, ~2x slower"
+    )
 
 __all__ = [
     "MAX_TS",
