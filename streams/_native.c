@@ -124,11 +124,21 @@ names_init(Names *t, PyObject *seq, const char *what)
     return OK;
 }
 
+/* keys are short: a loop beats a call to memcmp */
+static inline int
+same_bytes(const char *a, const char *b, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (a[i] != b[i]) return 0;
+    }
+    return 1;
+}
+
 /* index of s, or -1; `guess` is tried first (producers send keys in one order) */
 static inline Py_ssize_t
 names_find(const Names *t, const char *s, Py_ssize_t len, Py_ssize_t guess)
 {
-    if (guess >= 0 && guess < t->n && t->len[guess] == len && memcmp(t->name[guess], s, len) == 0) return guess;
+    if (guess >= 0 && guess < t->n && t->len[guess] == len && same_bytes(t->name[guess], s, len)) return guess;
     Py_ssize_t h = (Py_ssize_t)(fnv1a(s, len) & (uint64_t)t->mask);
     for (;;) {
         Py_ssize_t o = t->slot[h];
