@@ -664,6 +664,14 @@ def test_all_numbers_finds_a_boolean_among_many_columns(k: int) -> None:
 # The typed (msgspec) path
 
 
+def set_ts(e: dict[str, Any], rng: np.random.Generator) -> None:
+    """Sometimes an RFC 3339 string with an offset, sometimes a float of epoch ms."""
+    if rng.random() < 0.3:
+        e["ts"] = f"2026-11-28T10:00:00.{rng.integers(1000):03d}+01:00"
+    elif rng.random() < 0.2:
+        e["ts"] = T0 + 0.75
+
+
 def typed_chunk(rng: np.random.Generator, n: int) -> list[bytes]:
     """Valid events the typed path must take, with every value it has to get right."""
     numbers: list[Any] = [0.1 + 0.2, -0.0, 0, -7, 10**23, 2**53 + 1, 1e-310, None, 1.7976931348623157e308]
@@ -683,10 +691,7 @@ def typed_chunk(rng: np.random.Generator, n: int) -> list[bytes]:
         set_probabilities(e, rng, nulls_in_arrays=True)
         e["prediction"] = ["yes", "no", 1, 2.5, "other", None, 2**64 - 1][rng.integers(7)]
         e["label"] = ["yes", "no", 0, None][rng.integers(4)]
-        if rng.random() < 0.3:
-            e["ts"] = f"2026-11-28T10:00:00.{rng.integers(1000):03d}+01:00"
-        elif rng.random() < 0.2:
-            e["ts"] = T0 + 0.75
+        set_ts(e, rng)
         if rng.random() < 0.2:
             e["extra"] = {"nested": [1, {"deep": "\u2603"}], "n": 1e300}
         text = json.dumps(e, ensure_ascii=bool(rng.random() < 0.5), indent=2 if rng.random() < 0.1 else None)
@@ -822,10 +827,7 @@ def native_chunk(rng: np.random.Generator, n: int, model: str = "m") -> list[byt
             e["prediction"] = [1.5, -3, None, 10**18][rng.integers(4)]
             e.pop("probabilities", None)
         e["label"] = ["yes", "no", 0, None][rng.integers(4)]
-        if rng.random() < 0.3:
-            e["ts"] = f"2026-11-28T10:00:00.{rng.integers(1000):03d}+01:00"
-        elif rng.random() < 0.2:
-            e["ts"] = T0 + 0.75
+        set_ts(e, rng)
         if rng.random() < 0.2:
             e["model_version"] = "1.2" if rng.random() < 0.5 else None
         if rng.random() < 0.2:
