@@ -755,7 +755,7 @@ def prepare_data(cache: Path, events: int) -> dict[str, Any]:
     decoder = Decoder({MODEL_ID: schema})
     ref_batch = decoder.decode(ref_lines).batches[0].batch
 
-    decode_src = [ROOT / "streams/decode.py", ROOT / "detector/schema.py"]
+    decode_src = [ROOT / "streams/decode.py", ROOT / "streams/_native.c", ROOT / "detector/schema.py"]
     decoded = cache / f"decoded-{events}-{gen_key}-{_digest(DECODED_VERSION, _source_digest(decode_src))}"
     if not (decoded / "done").exists():
         log(f"decoding the stream once for the core and the peers -> {decoded}")
