@@ -176,10 +176,6 @@ def _monitor(cfg: dict[str, Any], **extra: Any) -> Any:
 
 #: Settings of the drift-only core: issue 2's detection core, before the other detectors existed.
 DRIFT_ONLY = {k: {"enabled": False} for k in ("validation", "performance", "anomaly", "adversarial")}
-#: Kafka settings of the drift-only measurements: with detection that cheap, decoding in a second
-#: process (``kafka.decode_ahead``, on by default with 2+ cores) was slower on this 2-core machine,
-#: where the broker and librdkafka take a share of the cores too (71k against 83k events/s).
-DRIFT_ONLY_KAFKA = {"decode_ahead": False}
 
 
 def w_core(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -348,7 +344,6 @@ def w_kafka(cfg: dict[str, Any], name: str = "kafka") -> dict[str, Any]:
                 "group_id": f"inferwatch-bench-{run}",
                 "alerts_topic": f"inferwatch-bench-{run}.alerts",
                 "dead_letter_topic": f"inferwatch-bench-{run}.dead-letters",
-                **(DRIFT_ONLY_KAFKA if k["drift_only"] else {}),
             },
             checkpoint={"dir": state},
             metrics={"port": 0},
@@ -455,7 +450,6 @@ def w_kafka_group(cfg: dict[str, Any], name: str = "kafka_group") -> dict[str, A
                     "group_id": f"inferwatch-bench-{run}",
                     "alerts_topic": f"inferwatch-bench-{run}.alerts",
                     "dead_letter_topic": f"inferwatch-bench-{run}.dead-letters",
-                    **(DRIFT_ONLY_KAFKA if k["drift_only"] else {}),
                 },
                 checkpoint={"dir": f"{state}/{i}"},
                 metrics={"port": 0},

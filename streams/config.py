@@ -41,7 +41,8 @@ class KafkaSettings(_Frozen):
     dead_letter_topic: str = "inferwatch.dead-letters"
     batch_size: int = Field(5000, ge=1, le=1_000_000)
     batch_timeout_s: float = Field(0.5, gt=0)
-    #: Decode in a second process while this one detects; ``None``: when the machine has 2+ cores.
+    #: Decode in a second process while this one detects; ``None``: when the machine has 2+ cores
+    #: and the anomaly or adversarial detector is on (with drift alone it does not pay).
     decode_ahead: bool | None = None
     security_protocol: str | None = None
     sasl_mechanism: str | None = None
