@@ -17,7 +17,7 @@
  * then Eisel-Lemire (Lemire, "Number parsing at a gigabyte per second", 2021, as in Go's strconv),
  * then strtod for the rare rest (more than 19 significant digits, ambiguous halfway cases).
  *
- * The caller guarantees every message is valid UTF-8 (streams.decode checks before calling).
+ * A message that is not bytes, longer than max_bytes or not valid UTF-8 is refused too.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -473,6 +473,47 @@ make_string(const char *s, Py_ssize_t len, int esc)
     return r;
 }
 
+/* Whether [p, end) is valid UTF-8, as Python's strict decoder has it (no overlongs, no surrogates). */
+static int
+valid_utf8(const unsigned char *p, const unsigned char *end)
+{
+    while (p < end) {
+#if SWAR
+        while (end - p >= 8) { /* ASCII runs, eight bytes at a time */
+            uint64_t v;
+            memcpy(&v, p, 8);
+            if (v & 0x8080808080808080ull) break;
+            p += 8;
+        }
+        if (p >= end) break;
+#endif
+        unsigned char c = *p;
+        if (c < 0x80) {
+            p++;
+            continue;
+        }
+        Py_ssize_t left = end - p;
+        if (c >= 0xC2 && c <= 0xDF) {
+            if (left < 2 || (p[1] & 0xC0) != 0x80) return 0;
+            p += 2;
+        }
+        else if (c >= 0xE0 && c <= 0xEF) {
+            unsigned char lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+            if (left < 3 || p[1] < lo || p[1] > hi || (p[2] & 0xC0) != 0x80) return 0;
+            p += 3;
+        }
+        else if (c >= 0xF0 && c <= 0xF4) {
+            unsigned char lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+            if (left < 4 || p[1] < lo || p[1] > hi || (p[2] & 0xC0) != 0x80 || (p[3] & 0xC0) != 0x80) return 0;
+            p += 4;
+        }
+        else {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 static int
 literal(const char **pp, const char *end, const char *lit, Py_ssize_t n)
 {
@@ -578,6 +619,7 @@ typedef struct {
     PyObject_HEAD
     char *model_id;
     Py_ssize_t model_id_len;
+    Py_ssize_t max_bytes; /* longer messages are refused: the general path makes them dead letters */
     Names features; /* numeric names first, then categorical */
     Py_ssize_t k;   /* numeric features */
     Py_ssize_t kc;  /* categorical features */
@@ -600,12 +642,12 @@ Scanner_dealloc(Scanner *self)
 static int
 Scanner_init(Scanner *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"model_id", "numeric", "categorical", "classes", NULL};
+    static char *kwlist[] = {"model_id", "numeric", "categorical", "classes", "max_bytes", NULL};
     const char *model_id;
-    Py_ssize_t model_id_len;
+    Py_ssize_t model_id_len, max_bytes;
     PyObject *numeric, *categorical, *classes;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y#OOO", kwlist, &model_id, &model_id_len, &numeric, &categorical,
-                                     &classes))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y#OOOn", kwlist, &model_id, &model_id_len, &numeric, &categorical,
+                                     &classes, &max_bytes))
         return -1;
     if (self->model_id) {
         PyErr_SetString(PyExc_TypeError, "Scanner is already initialized");
@@ -629,6 +671,7 @@ Scanner_init(Scanner *self, PyObject *args, PyObject *kwds)
     }
     memcpy(self->model_id, model_id, model_id_len);
     self->model_id_len = model_id_len;
+    self->max_bytes = max_bytes;
     return 0;
 }
 
@@ -957,27 +1000,32 @@ writable_doubles(PyObject *obj, Py_buffer *view, Py_ssize_t count, const char *w
 }
 
 PyDoc_STRVAR(scan_doc,
-             "scan(values, x, proba, sent)\n--\n\n"
-             "Read the messages ``values`` (a list of bytes, valid UTF-8) into ``x`` (float64, n x numeric),\n"
+             "scan(values, start, x, proba, sent)\n--\n\n"
+             "Read the messages ``values[start:]`` into rows ``start..`` of ``x`` (float64, n x numeric),\n"
              "``proba`` (float64, n x classes) and ``sent`` (uint8, n), which the caller fills with NaN and 0,\n"
-             "up to the first message this path does not take. Returns ``(n_ok, event_id, ts, client_id,\n"
-             "prediction, label, categorical)``: the messages taken (``n_ok == len(values)`` when all were), and\n"
-             "their columns as lists (``categorical``: one list per categorical feature). Rows from ``n_ok`` on\n"
+             "``n = len(values)``, up to the first message this path does not take. Returns ``(n_ok, event_id,\n"
+             "ts, client_id, prediction, label, categorical)``: how many messages from ``start`` it took, and\n"
+             "their columns as lists (``categorical``: one list per categorical feature). The rows after those\n"
              "of ``x``, ``proba`` and ``sent`` are undefined.");
 
 static PyObject *
 Scanner_scan(Scanner *self, PyObject *args)
 {
     PyObject *values, *xobj, *pobj, *sobj;
-    if (!PyArg_ParseTuple(args, "O!OOO", &PyList_Type, &values, &xobj, &pobj, &sobj)) return NULL;
+    Py_ssize_t start;
+    if (!PyArg_ParseTuple(args, "O!nOOO", &PyList_Type, &values, &start, &xobj, &pobj, &sobj)) return NULL;
     if (!self->model_id) {
         PyErr_SetString(PyExc_TypeError, "Scanner is not initialized");
         return NULL;
     }
-    Py_ssize_t n = PyList_GET_SIZE(values);
+    Py_ssize_t total = PyList_GET_SIZE(values);
+    if (start < 0 || start > total) {
+        PyErr_SetString(PyExc_ValueError, "start is outside values");
+        return NULL;
+    }
     Py_buffer xv, pv, sv;
-    if (writable_doubles(xobj, &xv, n * self->k, "x")) return NULL;
-    if (writable_doubles(pobj, &pv, n * self->classes.n, "proba")) {
+    if (writable_doubles(xobj, &xv, total * self->k, "x")) return NULL;
+    if (writable_doubles(pobj, &pv, total * self->classes.n, "proba")) {
         PyBuffer_Release(&xv);
         return NULL;
     }
@@ -987,9 +1035,11 @@ Scanner_scan(Scanner *self, PyObject *args)
         return NULL;
     }
     PyObject *result = NULL;
-    Out o = {n, xv.buf, pv.buf, sv.buf, NULL, NULL, NULL, NULL, NULL, NULL};
-    if (sv.len != n) {
-        PyErr_Format(PyExc_ValueError, "sent must be a buffer of %zd bytes", n);
+    Py_ssize_t n = total - start; /* rows of this call: the lists' length, rows of the buffers from start */
+    Out o = {n,    (double *)xv.buf + start * self->k, (double *)pv.buf + start * self->classes.n,
+             (uint8_t *)sv.buf + start, NULL, NULL, NULL, NULL, NULL, NULL};
+    if (sv.len != total) {
+        PyErr_Format(PyExc_ValueError, "sent must be a buffer of %zd bytes", total);
         goto done;
     }
     o.categorical = PyMem_Calloc(self->kc ? self->kc : 1, sizeof(PyObject *));
@@ -1005,15 +1055,15 @@ Scanner_scan(Scanner *self, PyObject *args)
     }
     Py_ssize_t n_ok = n;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *b = PyList_GET_ITEM(values, i);
+        PyObject *b = PyList_GET_ITEM(values, start + i);
         if (++self->stamp == 0) { /* wrapped: forget every mark */
             memset(self->seen, 0, sizeof(uint32_t) * (size_t)self->n_seen);
             self->stamp = 1;
         }
         int rc = REFUSE;
-        if (PyBytes_CheckExact(b)) {
-            const char *p = PyBytes_AS_STRING(b);
-            rc = scan_one(self, p, p + PyBytes_GET_SIZE(b), &o, i);
+        if (PyBytes_CheckExact(b) && PyBytes_GET_SIZE(b) <= self->max_bytes) {
+            const char *p = PyBytes_AS_STRING(b), *end = p + PyBytes_GET_SIZE(b);
+            if (valid_utf8((const unsigned char *)p, (const unsigned char *)end)) rc = scan_one(self, p, end, &o, i);
         }
         if (rc == ERROR) goto done;
         if (rc == REFUSE) {
@@ -1080,7 +1130,7 @@ static PyMethodDef Scanner_methods[] = {
 };
 
 PyDoc_STRVAR(Scanner_doc,
-             "Scanner(model_id, numeric, categorical, classes)\n--\n\n"
+             "Scanner(model_id, numeric, categorical, classes, max_bytes)\n--\n\n"
              "A columnar scanner of one model's inference events; names are bytes (UTF-8).");
 
 static PyTypeObject ScannerType = {

@@ -8,11 +8,17 @@ import numpy.typing as npt
 
 class Scanner:
     def __init__(
-        self, model_id: bytes, numeric: Sequence[bytes], categorical: Sequence[bytes], classes: Sequence[bytes]
+        self,
+        model_id: bytes,
+        numeric: Sequence[bytes],
+        categorical: Sequence[bytes],
+        classes: Sequence[bytes],
+        max_bytes: int,
     ) -> None: ...
     def scan(
         self,
-        values: list[bytes],
+        values: list[Any],
+        start: int,
         x: npt.NDArray[np.float64],
         proba: npt.NDArray[np.float64],
         sent: npt.NDArray[np.uint8],

@@ -97,8 +97,9 @@ _DEFAULT_MAX_BYTES: Final = 1_048_576
 #: Chunks are decoded in parts of this many messages: each stage walks every parsed object once, and
 #: a part's objects still sit in the CPU cache; 10,000-message parts were 1.7x slower (benchmarks/).
 _PART: Final = 512
-#: Messages of a part the native path refuses (or reads with another model's scanner) one by one;
-#: after them the rest of the part goes to the typed path: each piece costs what a small part does.
+#: Messages per part of a chunk the native path refuses (or reads with another model's scanner) one
+#: by one; after them the rest of the chunk goes to the typed path: each piece costs what a small
+#: part does.
 _NATIVE_REFUSALS: Final = 8
 _EPOCH_ORDINAL: Final = date(1970, 1, 1).toordinal()
 _RFC3339 = re.compile(
@@ -1208,7 +1209,7 @@ class _Typed:
         return event, _TypedModel(model_id, proba)
 
 
-def _scanners(schemas: Mapping[str, Schema]) -> dict[str, _native.Scanner]:
+def _scanners(schemas: Mapping[str, Schema], max_bytes: int) -> dict[str, _native.Scanner]:
     """A native scanner per model, none without the C extension."""
     if _native is None:
         return {}
@@ -1218,6 +1219,7 @@ def _scanners(schemas: Mapping[str, Schema]) -> dict[str, _native.Scanner]:
             [name.encode() for name in schema.numeric],
             [name.encode() for name in schema.categorical],
             [name.encode() for name in schema.classes],
+            max_bytes,
         )
         for model_id, schema in schemas.items()
     }
@@ -1416,7 +1418,7 @@ class Decoder:
         self.max_message_bytes = max_message_bytes
         self._plans = {model_id: _Plan.of(schema) for model_id, schema in schemas.items()}
         self._typed = _Typed(self._plans) if self._plans else None
-        self._scanners = _scanners(schemas)
+        self._scanners = _scanners(schemas, max_message_bytes)
         #: The model the native path tries first: the one of the last part it took.
         self._native_model = next(iter(self._scanners), None)
 
@@ -1428,7 +1430,7 @@ class Decoder:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._typed = _Typed(self._plans) if self._plans else None
-        self._scanners = _scanners(self.schemas)
+        self._scanners = _scanners(self.schemas, self.max_message_bytes)
 
     def decode(self, values: Sequence[bytes | None]) -> DecodeResult:
         """Decode one chunk of messages; never raises on message content.
@@ -1457,15 +1459,17 @@ class Decoder:
         dead: list[DeadLetter] = []
         typed = fast if typed is None else typed
         native = typed if native is None else native
-        for start in range(0, len(values), _PART):
-            part = values[start : start + _PART]
-            plain = (typed or native) and self._plain(part)
-            done = self._decode_native(part, start, parts, counts, dead) if plain and native else 0
-            if done == len(part):
-                continue
-            rest, at = (part, start) if not done else (part[done:], start + done)
-            if not (plain and typed and self._decode_typed(rest, at, parts, counts)):
-                self._decode_part(rest, at, fast, parts, counts, dead)
+        native = native and bool(self._scanners)
+        # The native path reads a whole chunk at once (its cost per call is larger than per message);
+        # what it leaves goes to the other paths in parts.
+        block = max(len(values), 1) if native else _PART
+        for start in range(0, len(values), block):
+            chunk = values[start : start + block]
+            done = self._decode_native(chunk, start, parts, counts, dead) if native else 0
+            for i in range(done, len(chunk), _PART):
+                part, at = chunk[i : i + _PART], start + i
+                if not (typed and self._plain(part) and self._decode_typed(part, at, parts, counts)):
+                    self._decode_part(part, at, fast, parts, counts, dead)
         batches = [
             ModelBatch(
                 model_id,
@@ -1540,8 +1544,8 @@ class Decoder:
         counts: dict[str, Counter[tuple[str, str]]],
         dead: list[DeadLetter],
     ) -> int:
-        """Decode the messages of ``values`` with the native scanner of one model, up to the first
-        it refuses beyond :data:`_NATIVE_REFUSALS` (those it refuses go one by one the general way).
+        """Decode the messages of ``values`` with the native scanner of one model, up to the first it
+        refuses beyond :data:`_NATIVE_REFUSALS` per part (those it refuses go one by one the general way).
 
         Returns how many leading messages of ``values`` are done; the caller decodes the rest.
         """
@@ -1556,9 +1560,10 @@ class Decoder:
         proba = np.full((n, len(schema.classes)), np.nan)
         sent = np.zeros(n, np.uint8)
         pos = refused = 0
+        budget = _NATIVE_REFUSALS * -(-n // _PART)
         switched = -1
         while pos < n:
-            got = self._scanners[model_id].scan(values[pos:] if pos else values, x[pos:], proba[pos:], sent[pos:])
+            got = self._scanners[model_id].scan(values, pos, x, proba, sent)
             n_ok, cols = got[0], cast(tuple[list[Any], ...], got[1:])
             if n_ok:
                 valid, ts = _valid_prefix(cols[1] if n_ok == n - pos else cols[1][:n_ok])
@@ -1574,7 +1579,7 @@ class Decoder:
                 if pos == n:
                     break
             refused += 1
-            if refused > _NATIVE_REFUSALS:
+            if refused > budget:
                 return pos
             if switched != pos and len(self._scanners) > 1:  # maybe a message of another model: try its scanner
                 other = self._first_model(values[pos])
@@ -1591,6 +1596,8 @@ class Decoder:
 
     def _first_model(self, value: bytes) -> str | None:
         """The model of the message ``value``, if it has a scanner."""
+        if type(value) is not bytes or len(value) > self.max_message_bytes:  # oversize ones are never parsed
+            return None
         try:
             model_id = orjson.loads(value).get("model_id")
         except (orjson.JSONDecodeError, AttributeError):

@@ -152,7 +152,7 @@ def test_oversize_messages_are_not_parsed(monkeypatch: pytest.MonkeyPatch) -> No
     big = raw(1, pad="x" * 400)
     result = decoder(max_message_bytes=300).decode([raw(0), big])
     assert [(d.index, d.reason) for d in result.dead] == [(1, "oversize")]
-    assert big not in parsed and raw(0) in parsed
+    assert big not in parsed and only_batch(result).event_id.tolist() == ["e0"]
 
 
 def test_dead_letter_indices_are_global_across_parts() -> None:
@@ -993,12 +993,20 @@ def test_native_refuses_what_is_not_a_finite_json_number(token: str) -> None:
         b'"s"',
         b"",
         b'{"event_id":"e","ts":1,"model_id":"m","features":{"x":1}',
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{},"junk":"\xff"}',  # invalid UTF-8 anywhere
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{},"junk":"\xc0\xaf"}',  # an overlong form
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{},"junk":"\xed\xa0\x80"}',  # an encoded surrogate
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{},"junk":"\xf4\x90\x80\x80"}',  # beyond U+10FFFF
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{},"junk":"\xe2\x82"}',  # truncated
+        b'{"event_id":"e","ts":1,"model_id":"m","features":{},"pad":"' + b"x" * 2000 + b'"}',  # oversize
+        None,
+        bytearray(b'{"event_id":"e","ts":1,"model_id":"m","features":{}}'),
     ],
 )
-def test_what_the_native_path_refuses_goes_another_way(odd: bytes) -> None:
+def test_what_the_native_path_refuses_goes_another_way(odd: bytes | None) -> None:
     values: list[Any] = clean_chunk(20)
     values[11] = odd
-    dec = decoder()
+    dec = decoder(max_message_bytes=1500)
     general = dec._decode_part
     handed: list[tuple[int, int]] = []
 
@@ -1012,11 +1020,18 @@ def test_what_the_native_path_refuses_goes_another_way(odd: bytes) -> None:
     dec._decode_part = spy  # type: ignore[method-assign]
     dec._decode_typed = forbidden  # type: ignore[method-assign]
     result = dec.decode(values)
-    if b'"model_id":"r"' in odd:  # valid, of another model: read by that model's scanner
+    if odd is not None and b'"model_id":"r"' in odd:  # valid, of another model: read by that model's scanner
         assert handed == []
     else:  # that message alone; the native path read the others
         assert handed == [(11, 1)]
-    assert_same(result, careful(decoder(), values))
+    assert_same(result, careful(decoder(max_message_bytes=1500), values))
+
+
+def test_native_path_reads_valid_multibyte_utf8() -> None:
+    text = "é€😀\u07ff\u0800\uffff\U00010000\U0010ffff"
+    values = [raw(i, client_id=text, features={"x": 1, "y": 2, "c": text}) for i in range(10)]  # raw UTF-8
+    b = only_batch(decode_native_only(values))
+    assert b.client_id.tolist() == [text] * 10
 
 
 def spied_decoder() -> tuple[Decoder, list[tuple[str, int, int]]]:
@@ -1038,37 +1053,42 @@ def spied_decoder() -> tuple[Decoder, list[tuple[str, int, int]]]:
     return dec, calls
 
 
-def test_native_path_hands_over_the_rest_of_a_part_after_many_refusals() -> None:
+def test_native_path_hands_over_the_rest_of_a_chunk_after_many_refusals() -> None:
     values: list[Any] = clean_chunk(600)
-    bad = [5, 9, 20, 30, 31, 40, 50, 60, 70, 100]  # 10 in the first part of 512
+    budget = decode_module._NATIVE_REFUSALS * 2  # per part of 512 messages begun
+    bad = list(range(5, 5 + 7 * (budget + 3), 7))
     for i in bad:
         values[i] = raw(i, ts="yesterday") if i % 2 else values[i][:-1]
     dec, calls = spied_decoder()
     result = dec.decode(values)
     assert_same(result, careful(decoder(), values))
     assert sorted(d.index for d in result.dead) == bad
-    # the first 8 refused one by one, the 9th starts the rest of the part (typed refuses it too)
-    singles = [(p, at) for p, at, n in calls if n == 1]
-    assert singles == [("_decode_part", i) for i in bad[:8]]
-    assert ("_decode_typed", 70, 442) in calls and ("_decode_part", 70, 442) in calls
-    assert ("_decode_native", 512, 88) in calls and calls[-1] == ("_decode_native", 512, 88)
+    # the first ones are refused one by one; after the budget the rest goes typed, in parts
+    assert [(p, at) for p, at, n in calls if n == 1] == [("_decode_part", i) for i in bad[:budget]]
+    rest = bad[budget]
+    assert calls[-2:] == [("_decode_typed", rest, 600 - rest), ("_decode_part", rest, 600 - rest)]
 
 
 def test_native_scanner_checks_its_arguments() -> None:
     native = decode_module._native
     assert native is not None
     with pytest.raises(ValueError, match="duplicate feature"):
-        native.Scanner(b"m", [b"x"], [b"x"], [])
-    scanner = native.Scanner(b"m", [b"x"], [], [b"a", b"b"])
+        native.Scanner(b"m", [b"x"], [b"x"], [], 1000)
+    scanner = native.Scanner(b"m", [b"x"], [], [b"a", b"b"], 1000)
     values = [raw(0, features={"x": 1})]
     with pytest.raises(ValueError, match="float64"):
-        scanner.scan(values, np.full((1, 2), np.nan), np.full((1, 2), np.nan), np.zeros(1, np.uint8))
+        scanner.scan(values, 0, np.full((1, 2), np.nan), np.full((1, 2), np.nan), np.zeros(1, np.uint8))
     with pytest.raises(ValueError, match="float64"):
-        scanner.scan(values, np.full((1, 1), np.nan, np.float32), np.full((1, 2), np.nan), np.zeros(1, np.uint8))
+        scanner.scan(values, 0, np.full((1, 1), np.nan, np.float32), np.full((1, 2), np.nan), np.zeros(1, np.uint8))
     with pytest.raises(ValueError, match="sent"):
-        scanner.scan(values, np.full((1, 1), np.nan), np.full((1, 2), np.nan), np.zeros(2, np.uint8))
+        scanner.scan(values, 0, np.full((1, 1), np.nan), np.full((1, 2), np.nan), np.zeros(2, np.uint8))
+    with pytest.raises(ValueError, match="start"):
+        scanner.scan(values, 2, np.full((1, 1), np.nan), np.full((1, 2), np.nan), np.zeros(1, np.uint8))
     x = np.full((1, 1), np.nan)
-    assert scanner.scan(values, x, np.full((1, 2), np.nan), np.zeros(1, np.uint8)) is not None and x[0, 0] == 1.0
+    assert scanner.scan(values, 0, x, np.full((1, 2), np.nan), np.zeros(1, np.uint8))[0] == 1 and x[0, 0] == 1.0
+    x = np.full((3, 1), np.nan)
+    got = scanner.scan([b"{}", *values * 2], 1, x, np.full((3, 2), np.nan), np.zeros(3, np.uint8))
+    assert got[:2] == (2, ["e0", "e0"]) and np.isnan(x[0, 0]) and x[1:, 0].tolist() == [1.0, 1.0]
 
 
 def test_decoder_pickles_with_its_native_path() -> None:
