@@ -63,8 +63,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import itertools
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -85,6 +86,9 @@ _POP_PRIOR = 64.0  # weight of the reference in the population gate, in events
 _POP_DECAY = 1.0 / 256  # per event
 _POP_INDEX = 0.7  # below this population distance scale the fixed index cells match unrelated queries
 _POP_OOD = 0.5  # once most events are ood, the flag singles no client out (a population shift)
+_POP_CHUNK = 2048  # events per step of the population gate's running sums (r**-j stays far from overflow)
+#: (1 - _POP_DECAY) ** j and ** -j for j < _POP_CHUNK
+_POP_POW = (1.0 - _POP_DECAY) ** (np.array([[1.0], [-1.0]]) * np.arange(_POP_CHUNK, dtype=np.float64))
 _CAMP_RING = 32  # recent boundary hits kept per campaign to link new account pairs to it
 #: Layout version of :meth:`AdversarialDetector.snapshot` (``meta.state``); a snapshot of another layout (older ones
 #: have none) raises :class:`SnapshotError`, and the pipeline starts the detector afresh.
@@ -522,12 +526,6 @@ def _next_record(
     if len(res):
         return int(res[0]), "resolved"
     return (t_up, "update") if t_up < m else None
-
-
-def _finite(v: Any) -> float | None:
-    """JSON-safe statistic: None where there is none (e.g. no earlier query to compare with)."""
-    f = float(v)
-    return f if np.isfinite(f) else None
 
 
 _EPOCH = 64  # decayed rates are summed in units of 2**(_EPOCH * epoch): exact rescaling between epochs
@@ -1031,13 +1029,15 @@ class AdversarialDetector:
         slots = np.fromiter(map(get, ids_l, itertools.repeat(-1)), dtype=np.int64, count=len(ids_l))
         new = np.flatnonzero(slots < 0)
         if len(new):
-            # ids are str by contract; anything else is looked up by its str (only misses pay for the check)
-            for i in new.tolist():
-                if not isinstance(ids_l[i], str):
-                    ids_l[i] = str(ids_l[i])
-                    slots[i] = get(ids_l[i], -1)
-            new = np.flatnonzero(slots < 0)
-            new_ids = [ids_l[i] for i in new.tolist()]
+            new_ids = list(map(ids_l.__getitem__, new.tolist()))
+            if not set(map(type, new_ids)) <= {str}:
+                # ids are str by contract; anything else is looked up by its str (only misses pay for the check)
+                for i in new.tolist():
+                    if not isinstance(ids_l[i], str):
+                        ids_l[i] = str(ids_l[i])
+                        slots[i] = get(ids_l[i], -1)
+                new = np.flatnonzero(slots < 0)
+                new_ids = [ids_l[i] for i in new.tolist()]
             uniq = list(dict.fromkeys(new_ids))  # new clients in order of first appearance
             n_new = len(uniq)
             if n_new <= len(self._free):
@@ -1154,17 +1154,17 @@ class AdversarialDetector:
         out: list[AlertDecision] = []
         event_ids = pick(batch.event_id)
         n_seen, pscale, layout = self._process(
-            slots, z, raw16, fp, pred, margin, is_ood, have_ood, ts, seq + rows, event_ids, out, sketch0
+            slots, z, raw16, fp, pred, margin, is_ood, have_ood, ts, seq + rows, event_ids, out, sketch0, seq
         )
         # The index's cells have a fixed width: once the whole population's distances have shrunk by half
         # (a recalibrated sensor), cross-client coincidences are no longer evidence of a shared search.
         ok = pscale[hits[0]] >= _POP_INDEX
         hits = (hits[0][ok], hits[1][ok], hits[2][ok], hits[3][ok])
-        out.extend(self._campaigns(hits, slots, z, pred, n_seen, seq + rows, ts, event_ids, layout))
+        out.extend(self._campaigns(hits, slots, z, pred, n_seen, seq + rows, ts, event_ids, layout, seq))
+        # Decided on stream positions; like every detector, the records report the row within this batch
+        # (``event_index``, the stream position minus ``seq``; ``pane`` keeps the stream position).
         out.sort(key=lambda a: (a.event_index, KINDS.index(a.kind), a.client_id or ""))
-        # Decided on stream positions; like every detector, report the row within this batch
-        # (``pane`` keeps the stream position).
-        return [replace(a, event_index=a.event_index - seq) for a in out]
+        return out
 
     def _fingerprint(self, x: F64) -> npt.NDArray[np.uint8]:
         """Fingerprints of raw feature rows: the exact float64 bits of column ``i`` go to block ``i % _FP_BLOCKS``,
@@ -1287,13 +1287,15 @@ class AdversarialDetector:
         event_ids: npt.NDArray[np.object_],
         out: list[AlertDecision],
         sketch0: SpaceSaving,
+        base: int,
     ) -> tuple[I64, F64, _Layout]:
         """All events of the batch at once: each client's events are laid out after its ring contents
         (chronologically), so every event sees exactly the ``history`` queries before it; the per-client
         scalar states (CUSUM, counters, decayed rate) are segmented scans.
 
-        Returns every event's count of its client's events so far, the population distance scale, and the
-        layout (so the campaign pass can see a client's ring as it was at any row of the batch)."""
+        Records go to ``out`` with their row in the batch (stream position minus ``base``). Returns every event's
+        count of its client's events so far, the population distance scale, and the layout (so the campaign pass
+        can see a client's ring as it was at any row of the batch)."""
         art = self.artifact
         h, k = self.history, art.k
         n, dd = z.shape
@@ -1346,12 +1348,17 @@ class AdversarialDetector:
         _put_rows(own, p, zs)
         dist[:, :wl] = 0.0  # entries beyond an event's history are not all computed: keep them finite until masked
         _lag_dist(e_zp, own, p, n_hist, dist[:, :wl], self._scratch)
-        np.copyto(dist, np.inf, where=np.arange(h)[None, :] >= n_hist[:, None])
-        j1 = np.argmin(dist, axis=1)
+        win = dist[:, :wl]  # the lags beyond are inf
+        np.copyto(win, np.inf, where=np.arange(wl)[None, :] >= n_hist[:, None])
+        j1 = np.argmin(win, axis=1) if wl else np.zeros(n, dtype=np.intp)  # (the first minimum either way)
         rr = np.arange(n)
         d1 = dist[rr, j1]
         nb = np.where(j1 < n_hist, p - 1 - j1, 0)
-        knn = np.partition(dist, k - 1, axis=1)[:, :k].mean(axis=1)
+        # mean distance to the k nearest: inf for an event with fewer than k earlier rows (its k nearest include an
+        # inf), unless a NaN (float16 overflows) sorts after the infs; the other rows as a whole-row partition
+        rk = np.flatnonzero(n_hist >= k) if not np.isnan(win).any() else rr
+        knn = np.full(n, np.inf, dtype=np.float32)
+        knn[rk] = np.partition(dist[rk], k - 1, axis=1)[:, :k].mean(axis=1)
 
         def seg(x: npt.NDArray[Any]) -> npt.NDArray[Any]:
             """Per-client running sum (exact for the integers and halves it is used on, whatever the batch holds)."""
@@ -1373,8 +1380,8 @@ class AdversarialDetector:
         mo = margin[order]
         low = near & (np.nan_to_num(mo, nan=1.0) < art.margin_low) & ~flip
         has2 = p - 2 >= start
-        prev = e_zp[p - 1 + h]
-        prev2 = e_zp[p - 2 + h]
+        prev = _take_rows(e_zp, p - 1 + h)
+        prev2 = _take_rows(e_zp, p - 2 + h)
         step = zs - prev
         prev_step = prev - prev2
         sn = np.linalg.norm(step, axis=1)
@@ -1529,59 +1536,53 @@ class AdversarialDetector:
         levels = np.stack([lev_e, lev_x, lev_f], axis=1)
         calms = np.stack([score == 0, (lev_x == 0) & ~oo & ~close, rate_s < 0.5 * art.rate_max], axis=1)
         # --- incident state machine; only clients with something open, cooling or firing step event by event
-        cur_g = _take_rows(self._level, gslot)
-        any_lev = np.logical_or.reduceat(levels > 0, gstarts, axis=0)  # every group is non-empty
-        busy = np.flatnonzero((any_lev | (cur_g > 0)).any(axis=1))
-        quiet = np.ones(n_g, dtype=bool)
-        quiet[busy] = False
-        qs = gslot[quiet]
-        _put_rows(self._cool, qs, np.maximum(_take_rows(self._cool, qs) - m_g[quiet][:, None], 0))
-        _put_rows(self._calm, qs, np.zeros((len(qs), 3), dtype=self._calm.dtype))
+        # A client's run of one kind is quiet (the machine emits nothing on it; see ``_quiet_run``) when, with no
+        # incident open, no event has a level once the cooldown has run out; or, with one open, no event raises the
+        # level and the calm streak cannot reach ``resolve_after`` inside the run. Those runs' cooldown and calm
+        # streak are set here for every client at once; the other runs step through the machine below.
+        cur_g = _take_rows(self._level, gslot).astype(np.int64)
+        cool_g = _take_rows(self._cool, gslot).astype(np.int64)
+        calm_g = _take_rows(self._calm, gslot).astype(np.int64)
+        due = (levels > 0) & (j_in[:, None] >= _take_rows(cool_g, gid))
+        opens = np.logical_or.reduceat(due, gstarts, axis=0)
+        ups = np.logical_or.reduceat(levels > _take_rows(cur_g, gid), gstarts, axis=0)  # every group is non-empty
+        m2 = m_g[:, None]
+        active = np.where(cur_g == 0, opens, ups | (calm_g + m2 >= self.resolve_after))
+        last_break = np.maximum.reduceat(np.where(calms, -1, j_in[:, None]), gstarts, axis=0)
+        calm_end = np.where(cur_g == 0, 0, np.where(last_break < 0, calm_g + m2, m2 - 1 - last_break))
+        _put_rows(self._cool, gslot, np.maximum(cool_g - m2, 0))
+        _put_rows(self._calm, gslot, calm_end)
+        busy = np.flatnonzero(active.any(axis=1))
         seq_o = seqs[order]
 
-        def stats_at(e: int) -> tuple[dict[str, Any], int, int, str, int, float, int]:
-            """A record's statistics at sorted event ``e``: (evidence, seq, ts, event id, nearest seq, p, stat)."""
-            st = {
-                "search_score": float(score[e]),
-                "nearest_distance": _finite(d1[e]),
-                "knn_distance": _finite(knn[e]),
-                "flips": int(n_flip[e]),
-                "tight_knn": int(n_knn[e]),
-                "line_steps": int(n_line[e]),
-                "structured_steps": int(n_struct[e]),
-                "events": int(cnt[e] + 1),
-                "ood_events": int(n_ood[e]),
-                "close_events": int(n_close[e]),
-                "extraction_events": int(n_ext[e]),
-                "rate_per_s": float(rate_s[e]),
-            }
-            s_e = int(seq_o[e])
-            nseq = s_e - ((s_e - int(e_seq[nb[e]])) & 0xFFFFFFFF) if np.isfinite(d1[e]) else -1
-            return st, s_e, int(tso[e]), str(event_ids[order[e]]), nseq, float(px[e]), int(stat_x[e])
-
+        # where an incident opens if nothing is open: the first event with a level once the cooldown has run out
+        first_on = np.minimum.reduceat(np.where(due, j_in[:, None], n), gstarts, axis=0)
+        recs: list[tuple[int, Status, int, int, int, int]] = []  # (kind, status, slot, level, sorted event, incident)
         for g in busy.tolist():
             sl = int(gslot[g])
             a, b = int(gstarts[g]), int(gstarts[g] + m_g[g])
-            for kind in range(3):
-                cur = int(self._level[sl, kind])
-                cool = int(self._cool[sl, kind])
-                calm = int(self._calm[sl, kind])
-                quiet_run = _quiet_run(levels[a:b, kind], calms[a:b, kind], cur, cool, calm, self.resolve_after)
-                if quiet_run is not None:  # most events of a busy client change nothing: skip the loop
-                    self._cool[sl, kind], self._calm[sl, kind] = quiet_run
-                    continue
+            for kind in np.flatnonzero(active[g]).tolist():
+                cur, cool, calm = int(cur_g[g, kind]), int(cool_g[g, kind]), int(calm_g[g, kind])
                 lv_k, cm_k = levels[a:b, kind], calms[a:b, kind]
+                if cur > 0:
+                    quiet_run = _quiet_run(lv_k, cm_k, cur, cool, calm, self.resolve_after)
+                    if quiet_run is not None:  # most events of a busy client change nothing: skip the loop
+                        self._cool[sl, kind], self._calm[sl, kind] = quiet_run
+                        continue
                 q = 0
                 while q < b - a:
                     # Jump to the client's next record of this kind (open, update or resolved), stepping the
                     # state over the events before it in numpy: as the event-by-event machine would, where
                     # an event opens once the cooldown has run out, updates above the current level, and
                     # resolves after ``resolve_after`` calm events in a row.
-                    step = _next_record(lv_k[q:], cm_k[q:], cur, cool, calm, self.resolve_after)
-                    if step is None:  # no record in the rest of the run
+                    if q == 0 and cur == 0:
+                        nxt: tuple[int, Status] | None = (int(first_on[g, kind]), "open")  # an active run opens
+                    else:
+                        nxt = _next_record(lv_k[q:], cm_k[q:], cur, cool, calm, self.resolve_after)
+                    if nxt is None:  # no record in the rest of the run
                         cool, calm = _run_state(cm_k[q:], cur, cool, calm)
                         break
-                    t, status = step
+                    t, status = nxt
                     cool, calm = _run_state(cm_k[q : q + t], cur, cool, calm)  # the events before the record
                     q += t
                     e = a + q
@@ -1591,13 +1592,44 @@ class AdversarialDetector:
                         cur = int(lv_k[q])
                     calm, cool = 0, max(cool - 1, 0)
                     self._level[sl, kind] = cur
-                    out.append(self._incident_record(kind, status, sl, cur, e, stats_at, sketch0, s, order))
+                    level = cur if status != "resolved" else 1
+                    recs.append((kind, status, sl, level, e, int(self._incident[sl, kind])))
                     if status == "resolved":
                         cur, calm, cool = 0, 0, self.cooldown
                     q += 1
                 self._level[sl, kind] = cur
                 self._cool[sl, kind] = cool
                 self._calm[sl, kind] = calm
+        if recs:
+            # the records' statistics, gathered for all of them at once
+            ee = np.asarray([r[4] for r in recs], dtype=np.int64)
+            cols = zip(
+                score[ee].tolist(), d1[ee].tolist(), knn[ee].tolist(), n_flip[ee].tolist(), n_knn[ee].tolist(),
+                n_line[ee].tolist(), n_struct[ee].tolist(), (cnt[ee] + 1).tolist(), n_ood[ee].tolist(),
+                n_close[ee].tolist(), n_ext[ee].tolist(), rate_s[ee].tolist(), seq_o[ee].tolist(),
+                e_seq[nb[ee]].tolist(), tso[ee].tolist(), event_ids[order[ee]].tolist(), px[ee].tolist(),
+                stat_x[ee].tolist(), strict=True,
+            )  # fmt: skip
+            for (kind, status, sl, level, e, incident), c in zip(recs, cols, strict=True):
+                sc_, d1_, knn_, fl_, tk_, ln_, ss_, ev_, oe_, ce_, xe_, rt_, s_e, s_nb, ts_e, eid, px_, sx_ = c
+                st = {
+                    "search_score": sc_,
+                    "nearest_distance": d1_ if math.isfinite(d1_) else None,
+                    "knn_distance": knn_ if math.isfinite(knn_) else None,
+                    "flips": fl_,
+                    "tight_knn": tk_,
+                    "line_steps": ln_,
+                    "structured_steps": ss_,
+                    "events": ev_,
+                    "ood_events": oe_,
+                    "close_events": ce_,
+                    "extraction_events": xe_,
+                    "rate_per_s": rt_,
+                }
+                nseq = s_e - ((s_e - s_nb) & 0xFFFFFFFF) if math.isfinite(d1_) else -1
+                heavy = self._heavy_at(sketch0, s[: order[e] + 1]) if kind == FLOOD else None
+                rec = (kind, status, sl, level, s_e, ts_e, str(eid), nseq, px_, sx_, st, heavy)
+                out.append(self._decision(*rec, base=base, incident=incident))
         return n_seen, sc_rows, _Layout(e_z, gslot, e_start, e_start + f_g, order)
 
     def _structured(
@@ -1688,7 +1720,7 @@ class AdversarialDetector:
                 d = np.subtract(a, b, out=a)
                 np.abs(d, out=d)
                 moved = d > 0
-                np.copyto(d, 0.0, where=~moved)
+                np.fmax(d, 0.0, out=d)  # NaN (no change) to 0; d >= 0 otherwise
                 k = moved.view(np.uint8).sum(axis=1, dtype=np.uint8).astype(np.int64)  # (a sign of zero or NaN: none)
                 med = np.sort(d, axis=1)[np.arange(len(t)), fs - k + (k - 1) // 2]  # zeros sort first
                 rnd = top * np.float32(2.0**-9)
@@ -1698,35 +1730,6 @@ class AdversarialDetector:
             # a row whose rounding is a sizeable share of the median cannot tell a step from noise
             struct[t] = (k >= 2) & (n_agree >= _STRUCT_SHARE * k) & (rnd <= 0.25 * med)
         return struct, dup
-
-    def _incident_record(
-        self,
-        kind: int,
-        status: Status,
-        sl: int,
-        cur: int,
-        e: int,
-        stats_at: Any,
-        sketch0: SpaceSaving,
-        s: I64,
-        order: I64,
-    ) -> AlertDecision:
-        """The record of client ``sl``'s incident of ``kind`` at sorted event ``e`` of the batch."""
-        st, seq_e, ts_e, event_id, nseq, px, stat_x = stats_at(e)
-        return self._decision(
-            kind,
-            status,
-            sl,
-            cur if status != "resolved" else 1,
-            seq_e,
-            ts_e,
-            event_id,
-            nseq,
-            px,
-            stat_x,
-            st,
-            self._heavy_at(sketch0, s[: order[e] + 1]) if kind == FLOOD else None,
-        )
 
     def _population(self, z: npt.NDArray[np.float32], is_ood: npt.NDArray[np.bool_]) -> tuple[F64, F64]:
         """Population gate seen by every event (stream order, state before the event): the distance scale
@@ -1740,31 +1743,32 @@ class AdversarialDetector:
         scale = np.ones(n)
         pood = np.empty(n)
         r = 1.0 - _POP_DECAY
-        chunk = 2048  # r**-j stays far from overflow within a chunk
-        # chunk by chunk (every step but the running sum is row-wise), in reused buffers
-        x = self._scratch.get("pop.x", (min(n, chunk), dd + 3), np.float64)
-        before = self._scratch.get("pop.before", (min(n, chunk), dd + 3), np.float64)
+        chunk = _POP_CHUNK
+        # chunk by chunk (every step but the running sum is row-wise), in a reused buffer laid out one sum per row
+        # (each running sum contiguous): column 0 holds the sums before the chunk, column j + 1 those after event j
+        xt = self._scratch.get("pop.x", (dd + 3, min(n, chunk) + 1), np.float64)
         for c0 in range(0, n, chunk):
             c1 = min(n, c0 + chunk)
-            xc, bc, zc = x[: c1 - c0], before[: c1 - c0], z[c0:c1]
-            xc[:, 0] = 1.0
-            xc[:, 1 : dd + 1] = zc
-            xc[:, dd + 1] = (zc.astype(np.float64) ** 2).sum(axis=1)
-            xc[:, dd + 2] = is_ood[c0:c1]
-            j = np.arange(c1 - c0, dtype=np.float64)
-            # after = r**j * (r * pop + cumsum(x * r**-j)), in place in ``x``
-            xc *= (r**-j)[:, None]
-            np.cumsum(xc, axis=0, out=xc)
-            xc += r * self._pop[None, :]
-            xc *= (r**j)[:, None]
-            bc[0] = self._pop
-            bc[1:] = xc[:-1]
-            self._pop = xc[-1].copy()
-            w = np.maximum(bc[:, 0], 1e-12)
-            pood[c0:c1] = bc[:, dd + 2] / w
+            m = c1 - c0
+            xa, zc = xt[:, : m + 1], z[c0:c1]
+            xa[:, 0] = self._pop
+            xc = xa[:, 1:]
+            xc[0] = 1.0
+            xc[1 : dd + 1] = zc.T
+            xc[dd + 1] = (zc.astype(np.float64) ** 2).sum(axis=1)
+            xc[dd + 2] = is_ood[c0:c1]
+            # after = r**j * (r * pop + cumsum(x * r**-j)), in place
+            xc *= _POP_POW[1, :m]
+            np.cumsum(xc, axis=1, out=xc)
+            xc += (r * self._pop)[:, None]
+            xc *= _POP_POW[0, :m]
+            self._pop = xa[:, m].copy()
+            bc = xa[:, :m]  # the sums each event sees (before it)
+            w = np.maximum(bc[0], 1e-12)
+            pood[c0:c1] = bc[dd + 2] / w
             if gate:
-                mean = bc[:, 1 : dd + 1] / w[:, None]
-                var = np.maximum(bc[:, dd + 1] / w - (mean**2).sum(axis=1), 0.0)
+                mean = np.ascontiguousarray(bc[1 : dd + 1].T) / w[:, None]  # row-major: the row sums below as before
+                var = np.maximum(bc[dd + 1] / w - (mean**2).sum(axis=1), 0.0)
                 scale[c0:c1] = np.minimum(1.0, np.sqrt(var / spread))
         return scale, pood
 
@@ -1782,7 +1786,12 @@ class AdversarialDetector:
         stat_x: int,
         st: dict[str, Any],
         heavy: list[tuple[str, int, int]] | None = None,
+        *,
+        base: int,
+        incident: int,
     ) -> AlertDecision:
+        """Client ``s``'s record of ``kind`` at stream position ``seq`` (row ``seq - base`` of the batch) of its
+        incident opened at ``incident``."""
         art = self.artifact
         client = self._name(str(self._ids[s]))
         if kind == EVASION:
@@ -1817,7 +1826,7 @@ class AdversarialDetector:
             "event_id": event_id,
             "event_seq": seq,
             "nearest_event_seq": nearest_seq,
-            "incident_seq": int(self._incident[s, kind]),
+            "incident_seq": incident,
             **st,
         }
         if kind == FLOOD:
@@ -1831,13 +1840,13 @@ class AdversarialDetector:
             value=float(value),
             threshold=float(threshold),
             p_value=p,
-            event_index=seq,
+            event_index=seq - base,
             pane=seq,
-            incident=int(self._incident[s, kind]),
+            incident=incident,
             window_start_ts=ts,
             window_end_ts=ts,
             window_events=int(st["events"]),
-            window_start_seq=int(self._incident[s, kind]),
+            window_start_seq=incident,
             message=msg,
             evidence=evidence,
             client_id=client,
@@ -1912,6 +1921,7 @@ class AdversarialDetector:
         ts: I64,
         event_ids: npt.NDArray[Any],
         layout: _Layout,
+        base: int,
     ) -> list[AlertDecision]:
         out: list[AlertDecision] = []
         hi, h_slot, h_uid, h_pred = hits
@@ -1923,9 +1933,14 @@ class AdversarialDetector:
         h_s = slots[hi]
         h_o = np.where(self._uid[h_slot] == h_uid, h_slot, -1)  # -1: evicted since
         flip_h = h_pred != pred[hi]
-        touched = np.concatenate([h_s[flip_h], h_o[flip_h & (h_o >= 0)]])
-        mem_s = (self._campaign[h_s] >= 0) | np.isin(h_s, touched)
-        mem_o = (h_o >= 0) & ((self._campaign[np.maximum(h_o, 0)] >= 0) | np.isin(h_o, touched))
+        # slots of this batch's flips, as a mask over the slots in use here (all below the largest)
+        touched = self._scratch.get("camp.touched", (int(max(h_s.max(), h_o.max())) + 1,), bool)
+        touched[...] = False
+        touched[h_s[flip_h]] = True
+        touched[h_o[flip_h & (h_o >= 0)]] = True
+        o0 = np.maximum(h_o, 0)
+        mem_s = (self._campaign[h_s] >= 0) | touched[h_s]
+        mem_o = (h_o >= 0) & ((self._campaign[o0] >= 0) | touched[o0])
         sel = np.flatnonzero(flip_h | mem_s | mem_o)
         # Per-client state is read as it was at the hit's row, not after the batch (``_process`` already ran):
         # the alerts must not depend on where the batch boundaries fall. ``key`` orders events by (slot, row).
@@ -2035,7 +2050,7 @@ class AdversarialDetector:
                         value=float(n_mem),
                         threshold=float(self.campaign_clients),
                         p_value=None,
-                        event_index=int(seqs[i]),
+                        event_index=int(seqs[i]) - base,
                         pane=int(seqs[i]),
                         incident=int(c[3]),
                         window_start_ts=int(ts[i]),
