@@ -181,6 +181,52 @@ class IncidentTracker:
             cur = getattr(self, "_" + k)
             setattr(self, "_" + k, np.array(state[k], dtype=cur.dtype))
 
+    def run(
+        self,
+        fire: npt.NDArray[np.bool_],
+        calm: npt.NDArray[np.bool_],
+        critical: npt.NDArray[np.bool_],
+        *,
+        panes: npt.NDArray[np.int64],
+    ) -> tuple[list[tuple[int, int, Status, Severity, int]], npt.NDArray[np.bool_]]:
+        """Advance by ``len(panes)`` evaluations at once (rows of the ``(evaluations, n)`` inputs).
+
+        Returns the transitions ``(evaluation, test, status, severity, incident)`` in the order
+        :meth:`step` gives them evaluation by evaluation, and which tests were open at the start of
+        each evaluation. Exactly :meth:`step` repeated, but only tests that fire or are open step
+        through the machine, one by one in plain Python: there are few of them, and numpy calls per
+        evaluation cost more than the whole machine.
+        """
+        e_n = len(panes)
+        was_open = np.zeros((e_n, self.n), dtype=bool)
+        involved = np.flatnonzero(fire.any(axis=0) | (self._severity > 0)).tolist()
+        idle = np.ones(self.n, dtype=bool)
+        idle[involved] = False
+        np.maximum(self._cooldown - e_n, 0, out=self._cooldown, where=idle)
+        found: list[tuple[int, int, int, Status, Severity, int]] = []
+        pane_l = panes.tolist()
+        for j in involved:
+            sev, inc, calm_n, cool = (int(a[j]) for a in (self._severity, self._incident, self._calm, self._cooldown))
+            f_l, c_l, cr_l = fire[:, j].tolist(), calm[:, j].tolist(), critical[:, j].tolist()
+            for e in range(e_n):
+                if sev == 0:
+                    if f_l[e] and cool == 0:
+                        sev, inc, calm_n = (2 if cr_l[e] else 1), pane_l[e], 0
+                        found.append((e, 0, j, "open", _SEVERITIES[sev], inc))
+                else:
+                    was_open[e, j] = True
+                    if f_l[e] and (2 if cr_l[e] else 1) > sev:
+                        sev = 2 if cr_l[e] else 1
+                        found.append((e, 1, j, "update", _SEVERITIES[sev], inc))
+                    calm_n = calm_n + 1 if c_l[e] else 0
+                    if calm_n >= self.resolve_after:
+                        found.append((e, 2, j, "resolved", "info", inc))
+                        sev, calm_n, cool = 0, 0, self.cooldown + 1
+                cool = max(cool - 1, 0)
+            self._severity[j], self._incident[j], self._calm[j], self._cooldown[j] = sev, inc, calm_n, cool
+        found.sort(key=lambda r: r[:3])
+        return [(e, j, status, sev_s, inc) for e, _, j, status, sev_s, inc in found], was_open
+
     def step(
         self,
         fire: npt.NDArray[np.bool_],
@@ -315,17 +361,30 @@ class DriftPolicy:
         fire = (p < self.alpha) & (psi >= self.psi_warning)
         calm = (psi < self.psi_resolve) & ~fire
         critical = psi >= self.psi_critical
-        out: list[AlertDecision] = []
-        for e in range(len(report)):
-            active = self._tracker.active
-            self._peak[active] = np.maximum(self._peak[active], psi[e, active])
-            for j, status, severity in self._tracker.step(fire[e], calm[e], critical[e], pane=int(report.pane[e])):
-                if status == "open":
-                    self._peak[j] = psi[e, j]
-                out.append(self._decision(report, e, j, status, severity))
-        return out
+        records, was_open = self._tracker.run(fire, calm, critical, panes=report.pane)
+        # The peak PSI of each open incident, as it stands at each of its records.
+        peak_at: dict[tuple[int, int], float] = {}
+        opened = {(e, j) for e, j, status, _, _ in records if status == "open"}
+        wanted = {(e, j) for e, j, _, _, _ in records}
+        for j in sorted({j for _, j, _, _, _ in records} | set(np.flatnonzero(was_open.any(axis=0)).tolist())):
+            pk = float(self._peak[j])
+            col, open_col = psi[:, j].tolist(), was_open[:, j].tolist()
+            for e in range(len(col)):
+                if open_col[e]:
+                    pk = max(pk, col[e])
+                if (e, j) in opened:
+                    pk = col[e]
+                if (e, j) in wanted:
+                    peak_at[e, j] = pk
+            self._peak[j] = pk
+        return [
+            self._decision(report, e, j, status, severity, peak_at[e, j], incident)
+            for e, j, status, severity, incident in records
+        ]
 
-    def _decision(self, r: DriftReport, e: int, j: int, status: Status, sev: Severity) -> AlertDecision:
+    def _decision(
+        self, r: DriftReport, e: int, j: int, status: Status, sev: Severity, peak: float, incident: int
+    ) -> AlertDecision:
         name, role = self.names[j], self.roles[j]
         kind = KIND_OF_ROLE[role]
         value = float(np.nan_to_num(r.psi[e, j]))
@@ -333,7 +392,7 @@ class DriftPolicy:
         test = "ks" if r.is_numeric[j] else "chi2"
         what = {"feature": f"feature {name!r}", "prediction": "the prediction", "confidence": "the confidence"}[role]
         if status == "resolved":
-            message = f"{what} is back to its baseline distribution (PSI {value:.3f}, peak {self._peak[j]:.3f})"
+            message = f"{what} is back to its baseline distribution (PSI {value:.3f}, peak {peak:.3f})"
         else:
             message = (
                 f"{what} drifted from its baseline: PSI {value:.3f} >= {self.psi_warning} "
@@ -348,7 +407,7 @@ class DriftPolicy:
             value=value,
             threshold=self.psi_resolve if status == "resolved" else self.psi_warning,
             p_value=None if np.isnan(pv) else pv,
-            incident=int(self._tracker.incident[j]),
+            incident=incident,
             **window_fields(r, e),
             message=message,
             evidence={
@@ -357,7 +416,7 @@ class DriftPolicy:
                 "alpha": self.alpha,
                 "js_distance": float(np.nan_to_num(r.js[e, j])),
                 "ks_statistic": None if np.isnan(r.ks[e, j]) else float(r.ks[e, j]),
-                "psi_peak": float(self._peak[j]),
+                "psi_peak": peak,
                 "missing_rate": float(np.nan_to_num(r.missing_rate[e, j])),
                 "unseen_rate": float(np.nan_to_num(r.unseen_rate[e, j])),
             },

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from detector.decision import AlertDecision, DriftPolicy
+from detector.decision import AlertDecision, DriftPolicy, IncidentTracker
 from detector.drift import DriftReport
 from detector.errors import SnapshotError
 from detector.monitor import ModelMonitor
@@ -101,6 +101,34 @@ def test_policy_batch_equals_one_evaluation_at_a_time() -> None:
     one_by_one = [a for i, r in enumerate(rows) for a in pol.decide(_report([r], first_pane=i))]
     assert one_by_one == whole
     assert [a.status for a in whole].count("open") == 6
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_tracker_run_equals_step_by_step(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n, e_n = 7, 400
+    fire = rng.random((e_n, n)) < [0.0, 0.02, 0.1, 0.3, 0.6, 0.9, 0.1]
+    calm = ~fire & (rng.random((e_n, n)) < 0.7)
+    critical = fire & (rng.random((e_n, n)) < 0.3)
+    panes = np.arange(1000, 1000 + e_n, dtype=np.int64)
+    one = IncidentTracker(n, resolve_after=3, cooldown=2)
+    expected, was = [], []
+    for e in range(e_n):
+        was.append(one.active.copy())
+        done = one.step(fire[e], calm[e], critical[e], pane=int(panes[e]))
+        expected += [(e, j, status, sev, int(one.incident[j])) for j, status, sev in done]
+    many = IncidentTracker(n, resolve_after=3, cooldown=2)
+    got, got_was, start = [], [], 0
+    while start < e_n:
+        stop = min(e_n, start + int(rng.integers(1, 60)))
+        records, was_open = many.run(fire[start:stop], calm[start:stop], critical[start:stop], panes=panes[start:stop])
+        got += [(start + e, j, status, sev, inc) for e, j, status, sev, inc in records]
+        got_was.append(was_open)
+        start = stop
+    assert got == expected
+    np.testing.assert_array_equal(np.concatenate(got_was), np.array(was))
+    assert {k: v.tolist() for k, v in many.snapshot().items()} == {k: v.tolist() for k, v in one.snapshot().items()}
+    assert {status for _, _, status, _, _ in got} == {"open", "update", "resolved"}
 
 
 def test_policy_never_reopens_while_open() -> None:
