@@ -32,6 +32,15 @@ classes and sequence numbers, and a few counters. From it, per event:
   Campaigns whose members send near-duplicates of each other's queries merge; a client joins only
   while boundary hits are a sizeable share of its own queries (a heavy benign client sending a
   popular input an attack walks past stays out).
+  Coordinate-wise searches (ZOO, SimBA, Square) split over many ids show no boundary evidence, but each step is
+  a near-copy of the step before, sent by another account: a second global table, keyed by bands of the
+  exact-value fingerprints (8 bands of 4 blocks, salted), finds for every query the most recent query of another
+  client, of the last few minutes, that differs from it in 1 to 4 of the 32 blocks (a *probe hit*; exact
+  repeats are none). Both clients count the hit; a hit links the two into a campaign while probe hits are at
+  least half of each one's queries, and a client is listed once it has two (an account of a search split over
+  more ids than it has steps sends one query: it is listed when its step continues the campaign's latest one).
+  A benign client that sends the input a search started from gets a probe hit or two among its ordinary
+  queries and stays out.
 * **population shift** (every client's inputs move, e.g. a recalibrated sensor) is drift, not an
   attack: distance thresholds follow the spread of all recent queries (a decayed mean, shrinking
   only), the ood evidence is ignored while most recent events are ood, and the global index stops
@@ -44,7 +53,8 @@ HMAC-SHA256.
 A batch is processed without a per-event Python loop: events are grouped by client (a stable sort),
 each client's events are laid out after the chronological contents of its ring so every event sees
 exactly the ``history`` queries before it, and the per-client scalar states (CUSUM, counters, decayed
-rate) are segmented scans. The global index resolves same-slot events inside a batch in stream order.
+rate) are segmented scans. The global index and the probe table resolve same-slot events inside a batch in
+stream order; the probe-hit counts are running counts per client, read at each hit's row.
 The campaign pass reads per-client state (counts, rings) as it was at each hit's row, and the decayed
 rate is summed in power-of-two units that rescale exactly, so a batch gives bit-identical alerts to its
 rows one at a time or any other chunking (clients evicted mid-batch aside),
@@ -53,9 +63,11 @@ through the (small) incident state machine event by event.
 
 Memory per tracked client (24 history x 16 components, float16): ~1,080 bytes of arrays, plus for
 structured steps 2 raw queries (float16 values of ``min(F, 64)`` coordinates, a salted subset beyond
-64, and 16-byte fingerprints) and 11 bytes of counters: ``1,087 + 4 * min(F, 64) + 43`` bytes, 1,386
-for 64 features; plus the id map (~170 bytes). The global index is fixed (``2**index_bits`` slots x
-``index_tables`` x 32 bytes, 32 MiB by default).
+64, and 16-byte fingerprints) and 11 bytes of counters, and a probe-hit count (4 bytes):
+``1,091 + 4 * min(F, 64) + 43`` bytes, 1,390 for 64 features; plus the id map (~170 bytes). The global index is
+fixed (``2**index_bits`` slots x ``index_tables`` x 32 bytes, 32 MiB by default), and so is the probe table
+(``8 * 2**probe_bits`` slots of 8 bytes, 4 MiB by default, pointing into a log of the last ``2**probe_log_bits``
+queries, 48 bytes each: fingerprint, uid, seq, ts, slot; 12 MiB by default).
 """
 
 from __future__ import annotations
@@ -92,7 +104,7 @@ _POP_POW = (1.0 - _POP_DECAY) ** (np.array([[1.0], [-1.0]]) * np.arange(_POP_CHU
 _CAMP_RING = 32  # recent boundary hits kept per campaign to link new account pairs to it
 #: Layout version of :meth:`AdversarialDetector.snapshot` (``meta.state``); a snapshot of another layout (older ones
 #: have none) raises :class:`SnapshotError`, and the pipeline starts the detector afresh.
-_STATE = 2
+_STATE = 3
 # Structured steps (see ``AdversarialDetector._structured``): each client's last ``_RAW`` raw queries are kept as
 # float16 values of at most ``_RAW_COLS`` coordinates and a fingerprint of the exact values, ``_FP_BLOCKS``
 # blocks of coordinates (column % _FP_BLOCKS) with a 4-bit hash each, two blocks a byte.
@@ -101,6 +113,12 @@ _RAW_COLS = 64
 _FP_BLOCKS = 32
 _STRUCT_SHARE = 0.6  # a step with at least this share of its changed coordinates at one |delta| is structured
 _STRUCT_REL = 0.02  # |delta|s within this share of the median |delta| (plus float16 rounding) are one
+# Probe hits (see ``AdversarialDetector._probe_pass``): the fingerprint's blocks in _PROBE_BANDS bands (consecutive
+# blocks), each band a salted key into its own part of the global probe table.
+_PROBE_BANDS = 8
+_PROBE_COLS = 6  # a probe log entry: fingerprint (2 int64), uid, seq, ts, client slot: 48 bytes
+_REF = (1 << 48) - 1  # a probe table slot: the band's 16 fingerprint bits << 48 | (log position + 1); 0 = empty
+_NO_SEQ = -(1 << 62)
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 #: every float16 bit pattern as float32: widening the ring's values is a table lookup (numpy's float16 casts
@@ -698,6 +716,13 @@ class AdversarialDetector:
     campaign_share
         A client joins a campaign only while at least this share of its queries (and at least two) are
         cross-client boundary hits.
+    probe_bits, probe_log_bits, probe_blocks, probe_window_s, probe_share
+        Probe table: ``2**probe_bits`` slots per band (8 bands) pointing into a log of the last
+        ``2**probe_log_bits`` queries. A query whose fingerprint differs from another
+        client's query of the last ``probe_window_s`` seconds in 1 to ``probe_blocks`` of its 32 blocks is a probe
+        hit; it links the two clients into a campaign while each one's probe hits (as either side) are at least
+        ``probe_share`` of its queries, and a client is listed once they are also at least two (see
+        :meth:`_probe_edges`).
     ood_threshold
         Scores ``>=`` this count as out-of-distribution when ``ood`` is given as scores.
     heavy_hitters
@@ -742,6 +767,11 @@ class AdversarialDetector:
         campaign_hits: int = 6,
         campaign_radius: float = 2.0,
         campaign_share: float = 0.25,
+        probe_bits: int = 16,
+        probe_log_bits: int = 18,
+        probe_blocks: int = 4,
+        probe_window_s: float = 300.0,
+        probe_share: float = 0.5,
         max_campaigns: int = 1024,
         campaign_members: int = 256,
         ood_threshold: float = 0.5,
@@ -764,6 +794,12 @@ class AdversarialDetector:
             raise ValueError("need 1 <= index_match <= index_tables")
         if not 8 <= index_bits <= 28:
             raise ValueError("index_bits must be in [8, 28]")
+        if not 8 <= probe_bits <= 24 or not 8 <= probe_log_bits <= 28:
+            raise ValueError("probe_bits must be in [8, 24] and probe_log_bits in [8, 28]")
+        if not 1 <= probe_blocks < _FP_BLOCKS // 4:
+            raise ValueError(f"probe_blocks must be in [1, {_FP_BLOCKS // 4})")
+        if probe_window_s <= 0 or not 0 < probe_share <= 2:
+            raise ValueError("need probe_window_s > 0 and 0 < probe_share <= 2")
         self.artifact = artifact
         self.max_clients = max_clients
         self.history = h
@@ -786,6 +822,11 @@ class AdversarialDetector:
         self.campaign_hits = campaign_hits
         self.campaign_radius = campaign_radius
         self.campaign_share = campaign_share
+        self.probe_bits = probe_bits
+        self.probe_log_bits = probe_log_bits
+        self.probe_blocks = probe_blocks
+        self.probe_window_s = probe_window_s
+        self.probe_share = probe_share
         self.max_campaigns = max_campaigns
         self.campaign_members = campaign_members
         self.ood_threshold = ood_threshold
@@ -806,6 +847,9 @@ class AdversarialDetector:
         cols = np.sort(irng.choice(nf, _RAW_COLS, replace=False)) if nf > _RAW_COLS else None
         self._raw_cols = cols
         self._fp_mult = irng.integers(1, 2**62, size=nf, dtype=np.uint64) * _U64(2) + _U64(1)
+        # probe table keys: per band, odd multipliers of its blocks' 64-bit hashes (drawn after the above)
+        self._pb_mult = irng.integers(1, 2**62, size=(_PROBE_BANDS, _FP_BLOCKS // _PROBE_BANDS), dtype=np.uint64)
+        self._pb_mult = self._pb_mult * _U64(2) + _U64(1)
         self._scratch = Scratch()  # large per-batch intermediates (not state)
         self._reset()
 
@@ -853,12 +897,19 @@ class AdversarialDetector:
         self._campaign = np.full(n, -1, dtype=np.int32)
         self._camp_hits = np.zeros(n, dtype=np.int32)
         self._camp_link = np.full(n, -1, dtype=np.int32)  # campaign of the last cross-client near-duplicate partner
+        self._probe = np.zeros(n, dtype=np.int32)  # probe hits the client took part in (either side)
         # global index
         m = 1 << self.index_bits
         # one 32-byte row per entry (key, uid, seq, slot << 8 | pred + 1): a lookup is one cache line
         self._ix = np.zeros((self.index_tables, m, 4), dtype=np.int64)
         self._ix[..., 2] = -(1 << 62)
-        # campaigns: id -> [hits, boundary hits, reported members, incident, members (client ids)]
+        # probe table: _PROBE_BANDS parts of 2**probe_bits slots (band tag, log position); the log: a ring of the
+        # last 2**probe_log_bits queries (fingerprint, uid, seq, ts, slot), and the count of queries logged
+        self._pt = np.zeros(_PROBE_BANDS << self.probe_bits, dtype=np.int64)
+        self._plog = np.zeros((1 << self.probe_log_bits, _PROBE_COLS), dtype=np.int64)
+        self._pn = 0
+        # campaigns: id -> [hits, boundary hits, reported members, incident, members (client ids), recent hits' z,
+        # probe hits, seq of the last probe hit's query]
         self._camps: dict[int, list[Any]] = {}
         self._next_camp = 0
         self._sketch = SpaceSaving(self.heavy_hitters)
@@ -924,6 +975,7 @@ class AdversarialDetector:
         "campaign",
         "camp_hits",
         "camp_link",
+        "probe",
     )
 
     def snapshot(self) -> dict[str, npt.NDArray[Any]]:
@@ -939,13 +991,18 @@ class AdversarialDetector:
             out["index." + name] = self._ix_column(name)
         cids = sorted(self._camps)
         out["campaign.id"] = np.asarray(cids, dtype=np.int64)
-        out["campaign.stats"] = np.asarray([self._camps[c][:4] for c in cids], dtype=np.int64).reshape(-1, 4)
+        out["campaign.stats"] = np.asarray(
+            [[*self._camps[c][:4], *self._camps[c][6:8]] for c in cids], dtype=np.int64
+        ).reshape(-1, 6)
         members = [self._camps[c][4] for c in cids]
         out["campaign.n_members"] = np.asarray([len(m) for m in members], dtype=np.int64)
         out["campaign.members"] = np.asarray([s for m in members for s in m], dtype=str)
         out["campaign.z"] = np.asarray([self._camps[c][5] for c in cids], dtype=np.float32).reshape(
             len(cids), _CAMP_RING, self.artifact.projection.shape[1]
         )
+        out["probe.table"] = self._pt.copy()
+        out["probe.log"] = self._plog.copy()
+        out["probe.count"] = np.asarray(self._pn, dtype=np.int64)
         out["meta.state"] = np.asarray(_STATE, dtype=np.int64)
         out["meta.counters"] = np.asarray([self._next_uid, self._next_camp, self._sketch.total], dtype=np.int64)
         out["meta.population"] = self._pop.copy()
@@ -982,15 +1039,22 @@ class AdversarialDetector:
             self._ix[..., 1] = ix["uid"]
             self._ix[..., 2] = ix["seq"]
             self._ix[..., 3] = (ix["slot"].astype(np.int64) << 8) | (ix["pred"].astype(np.int64) + 1)
-            st = np.asarray(state["campaign.stats"], dtype=np.int64)
+            pt, plog = np.asarray(state["probe.table"], dtype=np.int64), np.asarray(state["probe.log"], dtype=np.int64)
+            if pt.shape != self._pt.shape or plog.shape != self._plog.shape:
+                raise SnapshotError(f"snapshot probe table {pt.shape}, log {plog.shape} do not match this detector")
+            self._pt[...] = pt
+            self._plog[...] = plog
+            self._pn = int(state["probe.count"])
+            st = np.asarray(state["campaign.stats"], dtype=np.int64).reshape(-1, 6)
             nm = np.asarray(state["campaign.n_members"], dtype=np.int64)
             mem = [str(s) for s in state["campaign.members"]]
             pos = 0
             for i, cid in enumerate(np.asarray(state["campaign.id"], dtype=np.int64).tolist()):
                 self._camps[cid] = [
-                    *st[i].tolist(),
+                    *st[i, :4].tolist(),
                     mem[pos : pos + int(nm[i])],
                     np.asarray(state["campaign.z"][i], dtype=np.float32),
+                    *st[i, 4:].tolist(),
                 ]
                 pos += int(nm[i])
             c = np.asarray(state["meta.counters"], dtype=np.int64)
@@ -1132,7 +1196,7 @@ class AdversarialDetector:
         xr = pick(batch.numeric)
         z = self.artifact.embed(xr, self._scratch)
         raw16 = (xr if self._raw_cols is None else xr[:, self._raw_cols]).astype(np.float16, order="C")
-        fp = self._fingerprint(xr)
+        fp, probe_pos = self._fingerprint(xr)
         pred = pick(batch.prediction_code).astype(np.int64)
         proba = pick(batch.proba)
         if proba.shape[1] >= 2:
@@ -1151,6 +1215,7 @@ class AdversarialDetector:
         sketch0.total = self._sketch.total
         self._count_heavy(self._sketch, slots)
         hits = self._index_pass(z, slots, pred, seq + rows)
+        probes = self._probe_pass(probe_pos, fp, slots, seq + rows, ts)
         out: list[AlertDecision] = []
         event_ids = pick(batch.event_id)
         n_seen, pscale, layout = self._process(
@@ -1160,17 +1225,21 @@ class AdversarialDetector:
         # (a recalibrated sensor), cross-client coincidences are no longer evidence of a shared search.
         ok = pscale[hits[0]] >= _POP_INDEX
         hits = (hits[0][ok], hits[1][ok], hits[2][ok], hits[3][ok])
-        out.extend(self._campaigns(hits, slots, z, pred, n_seen, seq + rows, ts, event_ids, layout, seq))
+        out.extend(self._campaigns(hits, probes, slots, z, pred, n_seen, seq + rows, ts, event_ids, layout, seq))
         # Decided on stream positions; like every detector, the records report the row within this batch
         # (``event_index``, the stream position minus ``seq``; ``pane`` keeps the stream position).
         out.sort(key=lambda a: (a.event_index, KINDS.index(a.kind), a.client_id or ""))
         return out
 
-    def _fingerprint(self, x: F64) -> npt.NDArray[np.uint8]:
+    def _fingerprint(self, x: F64) -> tuple[npt.NDArray[np.uint8], I64]:
         """Fingerprints of raw feature rows: the exact float64 bits of column ``i`` go to block ``i % _FP_BLOCKS``,
         each block keeps a 4-bit hash, two blocks a byte. Two queries differ in at least the blocks whose
         fingerprints differ (a changed block keeps its hash with probability 1/16); any change counts, however
-        small (a step of 1e-4 that float16 values cannot show)."""
+        small (a step of 1e-4 that float16 values cannot show).
+
+        Also each row's probe table positions, ``(_PROBE_BANDS, n)``: band ``b`` (blocks ``4b .. 4b + 3``) hashed
+        from the blocks' full 64-bit hashes into part ``b`` of the table. Queries that agree on a band's blocks
+        share its position."""
         n, f = x.shape
         bits = np.ascontiguousarray(x).view(np.uint64)
         width = -(-f // _FP_BLOCKS) * _FP_BLOCKS
@@ -1185,7 +1254,86 @@ class AdversarialDetector:
         blocks *= _U64(0xBF58476D1CE4E5B9)
         nib = (blocks >> _U64(60)).astype(np.uint8)
         out: npt.NDArray[np.uint8] = nib[:, 0::2] | (nib[:, 1::2] << np.uint8(4))
-        return out
+        # uint64 products and sums wrap modulo 2**64, so the summation order cannot change the key
+        key = np.einsum("nbk,bk->bn", blocks.reshape(n, _PROBE_BANDS, -1), self._pb_mult)
+        key ^= key >> _U64(29)
+        key *= _U64(0xBF58476D1CE4E5B9)
+        key ^= key >> _U64(32)
+        pos = (key >> _U64(64 - self.probe_bits)).astype(np.int64)
+        pos += (np.arange(_PROBE_BANDS, dtype=np.int64) << self.probe_bits)[:, None]
+        return out, pos
+
+    def _probe_pass(
+        self, pos: I64, fp: npt.NDArray[np.uint8], slots: I64, seqs: I64, ts: I64
+    ) -> tuple[I64, I64, I64, I64, I64]:
+        """Look every event up in the probe table and insert it, with exact sequential semantics (as
+        :meth:`_index_pass`: an event sees, per band, the previous batch event at its slot, else the table).
+
+        A table slot holds the band's fingerprint bits (a tag) and the position of the query in the probe log (a
+        ring of the last ``2**probe_log_bits`` queries): a lookup reads 8 bytes per band, and only a slot whose tag
+        is the event's (a query sharing the band) and whose query is still in the log is followed to the log.
+        A *probe hit*: a logged query of another client, sent at most ``probe_window_s`` before, whose fingerprint
+        differs in 1 to ``probe_blocks`` blocks: the same input with a few coordinates changed (a coordinate-wise
+        search's step; exact repeats do not count). Of the event's band matches, the most recent one. A query
+        changing at most ``probe_blocks`` of 32 blocks keeps at least ``8 - probe_blocks`` bands whole.
+
+        Returns (event rows, matched client slots, their uids, their seqs, changed blocks) of the probe hits.
+        """
+        n = len(slots)
+        nb = _PROBE_BANDS
+        cap = len(self._plog)
+        base = self._pn  # log position of the batch's first event
+        vals = self._scratch.get("px.vals", (n, _PROBE_COLS), np.int64)  # the events' log entries
+        vals[:, 0:2] = np.ascontiguousarray(fp).view(np.int64)
+        vals[:, 2] = self._uid[slots]
+        vals[:, 3] = seqs
+        vals[:, 4] = ts
+        vals[:, 5] = slots
+        # slot values of the events, (band, event) flattened: the band's 2 fingerprint bytes (4 blocks) as a tag
+        tag = np.ascontiguousarray(fp).view(np.uint16).T.astype(np.int64)  # (nb, n)
+        mine = (tag << 48) | (base + 1 + np.arange(n, dtype=np.int64))[None, :]
+        minef = mine.ravel()
+        posf = pos.ravel()
+        o, ps = _stable_order(posf)
+        same = np.r_[False, ps[1:] == ps[:-1]]
+        prev_of = np.empty(nb * n, dtype=np.int64)
+        prev_of[o] = np.where(same, np.r_[-1, o[:-1]], -1)
+        stored = np.take(self._pt, posf)
+        in_batch = np.flatnonzero(prev_of >= 0)
+        stored[in_batch] = np.take(minef, prev_of[in_batch])
+        # candidates: a stored query with the event's band (not one that shares the slot by a hash collision), still
+        # in the log as the event sees it (the last ``cap`` queries before it)
+        ref = (stored & _REF) - 1
+        live = (ref >= 0).reshape(nb, n) & (ref.reshape(nb, n) >= (base - cap + np.arange(n, dtype=np.int64))[None, :])
+        cand = np.flatnonzero(((stored >> 48) == minef >> 48) & live.ravel())
+        ref = ref[cand]
+        ev = cand % n
+        new = ref >= base
+        ent = np.take(self._plog, ref % cap, axis=0)  # (read before this batch's events are logged)
+        ent[new] = np.take(vals, ref[new] - base, axis=0)
+        own = np.take(vals, ev, axis=0)
+        x = (ent[:, 0:2] ^ own[:, 0:2]).view(np.uint64)
+        x |= x >> _U64(1)
+        x |= x >> _U64(2)
+        x &= _U64(0x1111111111111111)  # one bit per 4-bit block: set where the block differs
+        changed = np.bitwise_count(x).sum(axis=1, dtype=np.int64)
+        ok = (changed >= 1) & (changed <= self.probe_blocks) & (ent[:, 2] > 0) & (ent[:, 2] != own[:, 2])
+        ok &= own[:, 4] - ent[:, 4] <= int(self.probe_window_s * 1000)
+        cand, ent, changed = cand[ok], ent[ok], changed[ok]
+        when = np.full(nb * n, _NO_SEQ, dtype=np.int64)
+        when[cand] = ent[:, 3]
+        when2 = when.reshape(nb, n)
+        band = np.argmax(when2, axis=0)  # the most recent match (the first band holding it)
+        hit = np.flatnonzero(when2[band, np.arange(n)] > _NO_SEQ)
+        k = np.searchsorted(cand, band[hit] * n + hit)  # (cand is sorted)
+        found = ent[k]
+        # last writer per slot wins; the log takes the batch's last ``cap`` events
+        w = o[np.r_[ps[1:] != ps[:-1], True]]
+        self._pt[posf[w]] = minef[w]
+        tail = np.arange(max(0, n - cap), n)
+        _put_rows(self._plog, (base + tail) % cap, vals[tail])
+        self._pn = base + n
+        return hit, found[:, 5], found[:, 2], found[:, 3], changed[k]
 
     def _index_pass(self, z: npt.NDArray[np.float32], slots: I64, pred: I64, seqs: I64) -> tuple[I64, I64, I64, I64]:
         """Look every event up in the global index and insert it, with exact sequential semantics.
@@ -1862,6 +2010,8 @@ class AdversarialDetector:
         kc[0] += d[0]
         kc[1] += d[1]
         kc[4] = list(dict.fromkeys(kc[4] + d[4]))[: self.campaign_members]
+        kc[6] += d[6]
+        kc[7] = max(kc[7], d[7])
         for name in d[4]:
             sl = self._index.get(name)
             if sl is not None and self._campaign[sl] == drop:
@@ -1869,10 +2019,10 @@ class AdversarialDetector:
         return keep
 
     def _count_boundary_hits(
-        self, sel: I64, hi: I64, h_s: I64, h_o: I64, flip_h: npt.NDArray[np.bool_], n_seen: I64
+        self, sel: I64, hi: I64, h_s: I64, h_o: I64, flip_h: npt.NDArray[np.bool_], n_seen: I64, limit: int
     ) -> int:
         """Apply the leading hits of ``sel`` (hit indices, stream order) that only count boundary hits, in numpy;
-        return how many were applied (the campaign loop goes on from there).
+        return how many were applied (the campaign loop goes on from there). At most ``limit`` are applied.
 
         Before the first hit that touches a campaign member or lets a client join (enough boundary hits), the
         loop of ``_campaigns`` only adds each flip to both clients' ``_camp_hits``: that prefix is a bincount.
@@ -1894,10 +2044,55 @@ class AdversarialDetector:
         total[hs[own]] = self._camp_hits[ss[own]] + run[own] + 1
         joins = f_ & (total >= np.maximum(2.0, self.campaign_share * n_seen[hi[sel]]))
         stop = np.flatnonzero(member | joins)
-        cut = int(stop[0]) if len(stop) else len(sel)
+        cut = min(int(stop[0]) if len(stop) else len(sel), limit)
         done = hs < cut
         np.add.at(self._camp_hits, ss[done], 1)
         return cut
+
+    def _probe_edges(
+        self, probes: tuple[I64, I64, I64, I64, I64], slots: I64, n_seen: I64, key: I64
+    ) -> tuple[I64, I64, I64, I64, npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+        """Count every probe hit for both clients (``_probe``) and return the hits that link a campaign: (event
+        rows, querying slots, matched slots, matched seqs, whether the querying and the matched client qualify).
+
+        A hit *links* when, for both clients, their probe hits so far (this one included, as either side) are at
+        least ``probe_share`` of their queries so far; a client *qualifies* (is listed) when they are also at least
+        two. The accounts of a coordinate-wise search split over many ids send little but probe hits (each step is a
+        near-copy of the step before, sent by another account), so each qualifies once a later step has matched its
+        query; a benign client that sends the input a search started from (or a near-copy of one of its steps) gets
+        a probe hit or two among many ordinary queries. All in numpy, in stream order: the counts are read at each
+        hit's row, whatever the batching.
+        """
+        p_i, p_slot, p_uid, p_seq, _ = probes
+        k = len(p_i)
+        p_s = slots[p_i]
+        p_o = np.where(self._uid[p_slot] == p_uid, p_slot, -1)  # -1: evicted since
+        has_o = np.flatnonzero(p_o >= 0)
+        inc_hit = np.concatenate([np.arange(k), has_o])
+        inc_slot = np.concatenate([p_s, p_o[has_o]])
+        ordr = np.lexsort((inc_hit, inc_slot))  # by slot, then hit order (a hit's two slots differ)
+        hs, ss = inc_hit[ordr], inc_slot[ordr]
+        first = np.r_[True, ss[1:] != ss[:-1]] if len(ss) else np.zeros(0, dtype=bool)
+        run = np.arange(len(ss)) - np.maximum.accumulate(np.where(first, np.arange(len(ss)), 0))
+        total = self._probe[ss].astype(np.int64) + run + 1
+        is_s = ordr < k
+        tot_s = np.zeros(k, dtype=np.int64)
+        tot_o = np.zeros(k, dtype=np.int64)
+        tot_s[hs[is_s]] = total[is_s]
+        tot_o[hs[~is_s]] = total[~is_s]
+        np.add.at(self._probe, inc_slot, 1)
+        np.minimum(self._probe, np.iinfo(np.int32).max - 1, out=self._probe)
+        # the matched client's count at the row: after the batch, minus its events from this row on
+        n = len(slots)
+        o0 = np.maximum(p_o, 0)
+        cnt_o = self._count[o0] - (np.searchsorted(key, o0 * n + n) - np.searchsorted(key, o0 * n + p_i))
+        share = self.probe_share
+        s_ok = tot_s >= share * n_seen[p_i]
+        q_s = s_ok & (tot_s >= 2)
+        o_ok = (p_o >= 0) & (tot_o >= share * cnt_o)
+        q_o = o_ok & (tot_o >= 2)
+        e = np.flatnonzero(s_ok & o_ok)
+        return p_i[e], p_s[e], p_o[e], p_seq[e], q_s[e], q_o[e]
 
     def _ring_at(self, sl: int, i: int, key: I64, layout: _Layout) -> npt.NDArray[np.float32]:
         """Client ``sl``'s history as it was just after batch row ``i`` (its events up to that row; the ring
@@ -1910,9 +2105,108 @@ class AdversarialDetector:
         end = int(layout.bstart[g]) + j
         return layout.e_z[max(int(layout.estart[g]), end - self.history) : end]
 
+    def _join(self, s: int, o: int, i: int, z: npt.NDArray[np.float32], key: I64, layout: _Layout) -> int:
+        """The campaign a linking hit between clients ``s`` and ``o`` (-1: none) at row ``i`` belongs to: theirs
+        (merged if they differ), the one either was last linked to, an ongoing one near the hit, else a new one."""
+        ca = int(self._campaign[s])
+        cb = int(self._campaign[o]) if o >= 0 else -1
+        ca = ca if ca in self._camps else -1  # forgotten, or merged while over the member cap
+        cb = cb if cb in self._camps else -1
+        if ca < 0 and cb < 0:
+            for lk in (int(self._camp_link[s]), int(self._camp_link[o]) if o >= 0 else -1):
+                if lk in self._camps:
+                    ca = lk
+                    break
+        if ca < 0 and cb < 0 and self._camps:
+            # A new pair near an ongoing campaign joins it (one search, one campaign): near one of the
+            # campaign's recent hits, this query or one of the pair's own earlier queries (a split
+            # search that jumped ahead still has accounts whose last queries were where it probed before).
+            cids = list(self._camps)
+            cz = np.stack([self._camps[c][5] for c in cids])  # (campaigns, ring, d)
+            pts = [z[i][None].astype(np.float32)]
+            for sl in (s, o):
+                if sl >= 0:
+                    pts.append(self._ring_at(sl, i, key, layout))
+            pz = np.concatenate(pts)
+            d2 = ((cz[:, :, None, :] - pz[None, None, :, :]) ** 2).sum(axis=3)
+            dz = np.sqrt(np.nan_to_num(d2, nan=np.inf).min(axis=(1, 2)))
+            j = int(np.argmin(dz))
+            if dz[j] < self.campaign_radius * self.artifact.tau_close:
+                ca = cids[j]
+        if ca < 0 and cb < 0:
+            if len(self._camps) >= self.max_campaigns:  # forget the oldest campaign
+                oldest = next(iter(self._camps))
+                for name in self._camps.pop(oldest)[4]:
+                    at = self._index.get(name)
+                    if at is not None and self._campaign[at] == oldest:
+                        self._campaign[at] = -1
+            cid = self._next_camp
+            self._next_camp += 1
+            self._camps[cid] = [0, 0, 0, -1, [], np.full((_CAMP_RING, z.shape[1]), np.nan, dtype=np.float32), 0, -1]
+            return cid
+        if ca >= 0 and cb >= 0 and ca != cb:
+            return self._merge(ca, cb)
+        return ca if ca >= 0 else cb
+
+    def _enlist(self, cid: int, slot: int) -> None:
+        """Make client ``slot`` a member of campaign ``cid`` (listed while the campaign has room)."""
+        c = self._camps[cid]
+        self._campaign[slot] = cid
+        name = str(self._ids[slot])
+        if name not in c[4] and len(c[4]) < self.campaign_members:
+            c[4].append(name)
+
+    def _report(
+        self, cid: int, i: int, seqs: I64, ts: I64, event_ids: npt.NDArray[Any], base: int
+    ) -> AlertDecision | None:
+        """Campaign ``cid``'s record at row ``i``: it opens once it links ``campaign_clients`` clients through
+        ``campaign_hits`` hits, and is updated each time its member count doubles."""
+        c = self._camps[cid]
+        n_mem = len(c[4])
+        first_report = c[2] == 0 and n_mem >= self.campaign_clients and c[1] + c[6] >= self.campaign_hits
+        if not (first_report or (c[2] > 0 and n_mem >= 2 * c[2])):
+            return None
+        status: Status = "open" if c[2] == 0 else "update"
+        if c[2] == 0:
+            c[3] = int(seqs[i])
+        c[2] = n_mem
+        clients = [self._name(m) for m in c[4]]
+        return AlertDecision(
+            kind="evasion_probing",
+            status=status,
+            severity="critical" if n_mem >= 10 else "warning",
+            columns=(),
+            statistic="campaign_clients",
+            value=float(n_mem),
+            threshold=float(self.campaign_clients),
+            p_value=None,
+            event_index=int(seqs[i]) - base,
+            pane=int(seqs[i]),
+            incident=int(c[3]),
+            window_start_ts=int(ts[i]),
+            window_end_ts=int(ts[i]),
+            window_events=int(c[0]),
+            window_start_seq=int(c[3]),
+            message=(
+                f"campaign c{cid}: one search split over {n_mem} clients ({c[1]} cross-client near-duplicate "
+                f"boundary hits, {c[6]} probe hits: another client's query with a few coordinates changed)"
+            ),
+            evidence={
+                "campaign": f"c{cid}",
+                "clients": clients,
+                "n_clients": n_mem,
+                "boundary_hits": int(c[1]),
+                "probe_hits": int(c[6]),
+                "event_id": str(event_ids[i]),
+                "event_seq": int(seqs[i]),
+            },
+            client_id=None,
+        )
+
     def _campaigns(
         self,
         hits: tuple[I64, I64, I64, I64],
+        probes: tuple[I64, I64, I64, I64, I64],
         slots: I64,
         z: npt.NDArray[np.float32],
         pred: I64,
@@ -1925,151 +2219,142 @@ class AdversarialDetector:
     ) -> list[AlertDecision]:
         out: list[AlertDecision] = []
         hi, h_slot, h_uid, h_pred = hits
-        if len(hi) == 0:
+        if len(hi) == 0 and len(probes[0]) == 0:
             return out
-        # Only two kinds of hit change state: flips (boundary evidence), and any hit touching a campaign
-        # member. Members are members at the batch start or clients of this batch's flips, so every other hit
-        # (most of them: popular inputs resent by many clients) is dropped here, in numpy.
-        h_s = slots[hi]
-        h_o = np.where(self._uid[h_slot] == h_uid, h_slot, -1)  # -1: evicted since
-        flip_h = h_pred != pred[hi]
-        # slots of this batch's flips, as a mask over the slots in use here (all below the largest)
-        touched = self._scratch.get("camp.touched", (int(max(h_s.max(), h_o.max())) + 1,), bool)
-        touched[...] = False
-        touched[h_s[flip_h]] = True
-        touched[h_o[flip_h & (h_o >= 0)]] = True
-        o0 = np.maximum(h_o, 0)
-        mem_s = (self._campaign[h_s] >= 0) | touched[h_s]
-        mem_o = (h_o >= 0) & ((self._campaign[o0] >= 0) | touched[o0])
-        sel = np.flatnonzero(flip_h | mem_s | mem_o)
         # Per-client state is read as it was at the hit's row, not after the batch (``_process`` already ran):
         # the alerts must not depend on where the batch boundaries fall. ``key`` orders events by (slot, row).
         n = len(slots)
         key = np.sort(slots * n + np.arange(n))
+        p_i, p_s, p_o, p_seq, p_qs, p_qo = self._probe_edges(probes, slots, n_seen, key)
+        # Only three kinds of hit change state: flips (boundary evidence), linking probe hits, and any hit touching
+        # a campaign member. Members are members at the batch start or clients of this batch's flips and linking
+        # probe hits, so every other hit (most of them: popular inputs resent by many clients) is dropped here.
+        h_s = slots[hi]
+        h_o = np.where(self._uid[h_slot] == h_uid, h_slot, -1)  # -1: evicted since
+        flip_h = h_pred != pred[hi]
+        # slots of this batch's flips and links, as a mask over the slots in use here (all below the largest)
+        top = max(int(h_s.max(initial=0)), int(h_o.max(initial=0)), int(p_s.max(initial=0)), int(p_o.max(initial=0)))
+        touched = self._scratch.get("camp.touched", (top + 1,), bool)
+        touched[...] = False
+        touched[h_s[flip_h]] = True
+        touched[h_o[flip_h & (h_o >= 0)]] = True
+        touched[p_s] = True
+        touched[p_o] = True
+        o0 = np.maximum(h_o, 0)
+        mem_s = (self._campaign[h_s] >= 0) | touched[h_s]
+        mem_o = (h_o >= 0) & ((self._campaign[o0] >= 0) | touched[o0])
+        sel = np.flatnonzero(flip_h | mem_s | mem_o)
         o_sel = np.maximum(h_o[sel], 0)
         # the matched client's count at the row: after the batch, minus its events from this row on
         cnt_o = self._count[o_sel] - (np.searchsorted(key, o_sel * n + n) - np.searchsorted(key, o_sel * n + hi[sel]))
-        sel = sel[self._count_boundary_hits(sel, hi, h_s, h_o, flip_h, n_seen) :]
-        o_sel = np.maximum(h_o[sel], 0)
+        # the boundary-only prefix stops at the first linking probe hit (index hits of its row come before it)
+        limit = int(np.searchsorted(hi[sel], p_i[0], side="right")) if len(p_i) else len(sel)
+        sel = sel[self._count_boundary_hits(sel, hi, h_s, h_o, flip_h, n_seen, limit) :]
         cnt_o = cnt_o[len(cnt_o) - len(sel) :]
-        for i, s, o, other_pred, cnt_oi in zip(
-            hi[sel].tolist(), h_s[sel].tolist(), h_o[sel].tolist(), h_pred[sel].tolist(), cnt_o.tolist(), strict=True
-        ):
-            if o >= 0:
-                # Remember which campaign a near-duplicate partner belongs to: the accounts of one split
-                # search keep matching each other's queries, flip or not, so a new boundary pair among them
-                # extends that campaign instead of opening another one.
-                if self._campaign[o] >= 0:
-                    self._camp_link[s] = self._campaign[o]
-                if self._campaign[s] >= 0:
-                    self._camp_link[o] = self._campaign[s]
-                # two campaigns whose members send near-duplicates of each other's queries are one search
-                cs_, co_ = int(self._campaign[s]), int(self._campaign[o])
-                if cs_ != co_ and cs_ in self._camps and co_ in self._camps:
-                    self._merge(cs_, co_)
-            # A flip between near-duplicates from different clients: a boundary being probed. (A popular
-            # borderline input resent by many clients has a low margin but the same class: not a search.)
-            if other_pred == pred[i]:
-                continue
-            self._camp_hits[s] += 1
-            if o >= 0:
-                self._camp_hits[o] += 1
-            # Members must be mostly boundary hits: a benign client that once sent the input an attack
-            # started from (a flip against the attack's queries) stays out. And at least two: one flip is
-            # what any client gets who sends, with a little noise, a borderline input many others send too.
-            if self._camp_hits[s] < max(2.0, self.campaign_share * n_seen[i]):
-                continue
-            # The same share rule for the matched client: a heavy benign client whose stored inputs an attack
-            # walks past collects a few hits, but they are a tiny share of its queries.
-            if o >= 0 and (self._camp_hits[o] < 2 or self._camp_hits[o] < self.campaign_share * cnt_oi):
-                o = -1
-            ca = int(self._campaign[s])
-            cb = int(self._campaign[o]) if o >= 0 else -1
-            ca = ca if ca in self._camps else -1  # forgotten, or merged while over the member cap
-            cb = cb if cb in self._camps else -1
-            if ca < 0 and cb < 0:
-                for lk in (int(self._camp_link[s]), int(self._camp_link[o]) if o >= 0 else -1):
-                    if lk in self._camps:
-                        ca = lk
-                        break
-            if ca < 0 and cb < 0 and self._camps:
-                # A new pair near an ongoing campaign joins it (one search, one campaign): near one of the
-                # campaign's recent boundary hits, this query or one of the pair's own earlier queries (a split
-                # search that jumped ahead still has accounts whose last queries were where it probed before).
-                cids = list(self._camps)
-                cz = np.stack([self._camps[c][5] for c in cids])  # (campaigns, ring, d)
-                pts = [z[i][None].astype(np.float32)]
-                for sl in (s, o):
-                    if sl >= 0:
-                        pts.append(self._ring_at(sl, i, key, layout))
-                pz = np.concatenate(pts)
-                d2 = ((cz[:, :, None, :] - pz[None, None, :, :]) ** 2).sum(axis=3)
-                dz = np.sqrt(np.nan_to_num(d2, nan=np.inf).min(axis=(1, 2)))
-                j = int(np.argmin(dz))
-                if dz[j] < self.campaign_radius * self.artifact.tau_close:
-                    ca = cids[j]
-            if ca < 0 and cb < 0:
-                if len(self._camps) >= self.max_campaigns:  # forget the oldest campaign
-                    oldest = next(iter(self._camps))
-                    for name in self._camps.pop(oldest)[4]:
-                        sl = self._index.get(name)
-                        if sl is not None and self._campaign[sl] == oldest:
-                            self._campaign[sl] = -1
-                cid = self._next_camp
-                self._next_camp += 1
-                self._camps[cid] = [0, 0, 0, -1, [], np.full((_CAMP_RING, z.shape[1]), np.nan, dtype=np.float32)]
-            elif ca >= 0 and cb >= 0 and ca != cb:
-                cid = self._merge(ca, cb)
+        # index hits and linking probe hits in stream order (an index hit before a probe hit of the same row)
+        steps = sorted(
+            [(r, 0, j) for j, r in enumerate(hi[sel].tolist())] + [(r, 1, j) for j, r in enumerate(p_i.tolist())]
+        )
+        hs_, ho_, hp_, cn_ = h_s[sel].tolist(), h_o[sel].tolist(), h_pred[sel].tolist(), cnt_o.tolist()
+        ps_, po_, pseq_, pqs_, pqo_ = p_s.tolist(), p_o.tolist(), p_seq.tolist(), p_qs.tolist(), p_qo.tolist()
+        for i, kind, j in steps:
+            rec: int | None
+            if kind == 1:
+                rec = self._probe_link(i, ps_[j], po_[j], pseq_[j], pqs_[j], pqo_[j], z, seqs, key, layout)
             else:
-                cid = ca if ca >= 0 else cb
-            c = self._camps[cid]
-            c[5][c[0] % _CAMP_RING] = z[i]
-            c[0] += 1
-            c[1] += 1
-            for slot in (s, o):
-                if slot >= 0:
-                    self._campaign[slot] = cid
-                    name = str(self._ids[slot])
-                    if name not in c[4] and len(c[4]) < self.campaign_members:
-                        c[4].append(name)
-            n_mem = len(c[4])
-            first_report = c[2] == 0 and n_mem >= self.campaign_clients and c[1] >= self.campaign_hits
-            if first_report or (c[2] > 0 and n_mem >= 2 * c[2]):
-                status: Status = "open" if c[2] == 0 else "update"
-                if c[2] == 0:
-                    c[3] = int(seqs[i])
-                c[2] = n_mem
-                clients = [self._name(m) for m in c[4]]
-                out.append(
-                    AlertDecision(
-                        kind="evasion_probing",
-                        status=status,
-                        severity="critical" if n_mem >= 10 else "warning",
-                        columns=(),
-                        statistic="campaign_clients",
-                        value=float(n_mem),
-                        threshold=float(self.campaign_clients),
-                        p_value=None,
-                        event_index=int(seqs[i]) - base,
-                        pane=int(seqs[i]),
-                        incident=int(c[3]),
-                        window_start_ts=int(ts[i]),
-                        window_end_ts=int(ts[i]),
-                        window_events=int(c[0]),
-                        window_start_seq=int(c[3]),
-                        message=(
-                            f"campaign c{cid}: one boundary search split over {n_mem} clients "
-                            f"({c[1]} cross-client near-duplicate boundary hits)"
-                        ),
-                        evidence={
-                            "campaign": f"c{cid}",
-                            "clients": clients,
-                            "n_clients": n_mem,
-                            "boundary_hits": int(c[1]),
-                            "event_id": str(event_ids[i]),
-                            "event_seq": int(seqs[i]),
-                        },
-                        client_id=None,
-                    )
-                )
+                rec = self._boundary_hit(i, hs_[j], ho_[j], hp_[j], cn_[j], z, pred, n_seen, key, layout)
+            if rec is not None:
+                report = self._report(rec, i, seqs, ts, event_ids, base)
+                if report is not None:
+                    out.append(report)
         return out
+
+    def _probe_link(
+        self,
+        i: int,
+        s: int,
+        o: int,
+        o_seq: int,
+        s_qualifies: bool,
+        o_qualifies: bool,
+        z: npt.NDArray[np.float32],
+        seqs: I64,
+        key: I64,
+        layout: _Layout,
+    ) -> int:
+        """A linking probe hit (see :meth:`_probe_edges`) at row ``i`` between the querying client ``s`` and the
+        matched client ``o``: each becomes a member of the campaign if it qualifies, and ``s`` also if it continues
+        the campaign's chain: the query it matched is no older than the campaign's last linking query, and it was a
+        probe hit itself (its client qualifies): the next step of one search, e.g. from an account sending its only
+        query. (A benign client sending, later, the input a search started from matches an older step, or a step
+        that matched nothing: an exact re-query, the start.) Otherwise a client is only linked to the campaign (it
+        joins once a later step matches its query). Returns the campaign."""
+        cs_, co_ = int(self._campaign[s]), int(self._campaign[o])
+        if cs_ != co_ and cs_ in self._camps and co_ in self._camps:
+            self._merge(cs_, co_)
+        cid = self._join(s, o, i, z, key, layout)
+        c = self._camps[cid]
+        chain = o_qualifies and c[7] >= 0 and o_seq >= c[7]
+        c[5][c[0] % _CAMP_RING] = z[i]
+        c[0] += 1
+        c[6] += 1
+        c[7] = max(int(c[7]), int(seqs[i]))
+        for slot, listed in ((o, o_qualifies), (s, s_qualifies or chain)):
+            if listed:
+                self._enlist(cid, slot)
+            else:
+                self._camp_link[slot] = cid
+        return cid
+
+    def _boundary_hit(
+        self,
+        i: int,
+        s: int,
+        o: int,
+        other_pred: int,
+        cnt_oi: int,
+        z: npt.NDArray[np.float32],
+        pred: I64,
+        n_seen: I64,
+        key: I64,
+        layout: _Layout,
+    ) -> int | None:
+        """A cross-client index hit at row ``i`` (client ``s`` matched client ``o``'s query): campaign links, and
+        boundary evidence when the class flips. Returns the campaign it counted for, if any."""
+        if o >= 0:
+            # Remember which campaign a near-duplicate partner belongs to: the accounts of one split
+            # search keep matching each other's queries, flip or not, so a new boundary pair among them
+            # extends that campaign instead of opening another one.
+            if self._campaign[o] >= 0:
+                self._camp_link[s] = self._campaign[o]
+            if self._campaign[s] >= 0:
+                self._camp_link[o] = self._campaign[s]
+            # two campaigns whose members send near-duplicates of each other's queries are one search
+            cs_, co_ = int(self._campaign[s]), int(self._campaign[o])
+            if cs_ != co_ and cs_ in self._camps and co_ in self._camps:
+                self._merge(cs_, co_)
+        # A flip between near-duplicates from different clients: a boundary being probed. (A popular
+        # borderline input resent by many clients has a low margin but the same class: not a search.)
+        if other_pred == pred[i]:
+            return None
+        self._camp_hits[s] += 1
+        if o >= 0:
+            self._camp_hits[o] += 1
+        # Members must be mostly boundary hits: a benign client that once sent the input an attack
+        # started from (a flip against the attack's queries) stays out. And at least two: one flip is
+        # what any client gets who sends, with a little noise, a borderline input many others send too.
+        if self._camp_hits[s] < max(2.0, self.campaign_share * n_seen[i]):
+            return None
+        # The same share rule for the matched client: a heavy benign client whose stored inputs an attack
+        # walks past collects a few hits, but they are a tiny share of its queries.
+        if o >= 0 and (self._camp_hits[o] < 2 or self._camp_hits[o] < self.campaign_share * cnt_oi):
+            o = -1
+        cid = self._join(s, o, i, z, key, layout)
+        c = self._camps[cid]
+        c[5][c[0] % _CAMP_RING] = z[i]
+        c[0] += 1
+        c[1] += 1
+        for slot in (s, o):
+            if slot >= 0:
+                self._enlist(cid, slot)
+        return cid

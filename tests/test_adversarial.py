@@ -101,6 +101,8 @@ def retry_client(rng: np.random.Generator, n_inputs: int = 30) -> npt.NDArray[np
 def det(artifact: AdversarialArtifact, **kw: Any) -> AdversarialDetector:
     kw.setdefault("max_clients", 1000)
     kw.setdefault("index_bits", 12)
+    kw.setdefault("probe_bits", 12)
+    kw.setdefault("probe_log_bits", 14)
     return AdversarialDetector(artifact, salt=SALT, **kw)
 
 
@@ -235,7 +237,8 @@ def test_memory_is_bounded_per_client(artifact: AdversarialArtifact) -> None:
         ids = [f"c{i}" for i in range(s, s + 3000)]
         d.update(batch(rng.normal(size=(3000, F)), ids, np.full(3000, s)), seq=s)
     assert d.n_clients <= 5000
-    index = d._ix.nbytes
+    index = d._ix.nbytes + d._pt.nbytes + d._plog.nbytes  # the global tables (fixed size)
+    assert d._pt.nbytes == 8 * 2**12 * 8 and d._plog.nbytes == 2**14 * 48  # 8 bands of 8-byte slots; the log
     assert (d.memory_bytes() - index) / 5000 <= 1500
 
 
@@ -351,7 +354,7 @@ def test_popular_borderline_inputs_with_noise_are_no_campaign(artifact: Adversar
     """Many clients each send, among ordinary queries, a noisy copy of one of a few popular borderline inputs (a
     photo of one ambiguous object): cross-client near-duplicates whose class flips, one per client. No campaign."""
     rng = np.random.default_rng(15)
-    border = []
+    border: list[npt.NDArray[np.float64]] = []
     while len(border) < 5:
         x = rng.normal(size=F)
         p = MODEL.proba(x[None])[0]
@@ -653,6 +656,9 @@ def test_snapshot_of_an_older_layout_is_refused(artifact: AdversarialArtifact) -
     old = {k: v for k, v in state.items() if k != "meta.state" and not k.startswith(("client.raw", "client.ev_s"))}
     with pytest.raises(SnapshotError):
         det(artifact).restore(old)
+    # layout 2: written before the probe table and the clients' probe counts existed
+    with pytest.raises(SnapshotError):
+        det(artifact).restore({**state, "meta.state": np.asarray(2, dtype=np.int64)})
     det(artifact).restore(state)
 
 
@@ -702,3 +708,113 @@ def test_row_take_and_put_equal_fancy_indexing() -> None:
         assert np.array_equal(b, c)
     with pytest.raises(ValueError):
         _take_rows(a[:, ::2], np.zeros(1, dtype=np.int64))
+
+
+def split_coordinate_stream(
+    rng: np.random.Generator, attack: Any, accounts: int, n: int = 60
+) -> tuple[EventBatch, set[str], str]:
+    """A coordinate-wise search (``attack``) split round-robin over ``accounts`` ids, among benign clients of every
+    kind and a benign client that sends, among its ordinary queries, the very input the search starts from (and,
+    later, a step of it): (batch, the search's accounts, the benign client's id)."""
+    b0 = benign_clients(rng)
+    q = attack(rng, n)
+    sybils = [f"sy{i % accounts}" for i in range(len(q))]
+    own = np.concatenate([rng.normal(size=(8, F)), q[:1], rng.normal(size=(6, F)), q[5:6], rng.normal(size=(5, F))])
+    x = np.concatenate([b0.numeric, q, own])
+    c = np.concatenate([b0.client_id, np.asarray(sybils, dtype=object), np.full(len(own), "origin", dtype=object)])
+    t0 = 20_000
+    t = np.r_[b0.ts, t0 + np.arange(len(q)) * 500, t0 - 8 * 1_000 + np.arange(len(own)) * 1_000].astype(np.int64)
+    o = np.argsort(t, kind="stable")
+    return batch(x[o], c[o], t[o]), set(sybils), "origin"
+
+
+@pytest.mark.parametrize("accounts", [6, 30, 60])
+@pytest.mark.parametrize("attack", [zoo_like, square_like])
+def test_split_coordinate_search_is_one_campaign(artifact: AdversarialArtifact, attack: Any, accounts: int) -> None:
+    """ZOO- and Square-like searches split round-robin over 6, 30 and 60 accounts (one query each at 60): no
+    account shows anything, but each step is a near-copy (a few coordinates changed) of the step before, sent by
+    another account. One campaign alert lists the accounts; the benign client that sent the original input (and a
+    step) among ordinary queries is not listed, nor is any other benign client."""
+    rng = np.random.default_rng(30 + accounts)
+    b, sybils, origin = split_coordinate_stream(rng, attack, accounts)
+    d = det(artifact)
+    out = d.update(b, seq=0)
+    camp = [a for a in out if a.client_id is None]
+    assert camp and camp[0].status == "open" and {a.evidence["campaign"] for a in camp} == {"c0"}
+    assert camp[0].evidence["probe_hits"] >= d.campaign_hits and camp[0].evidence["boundary_hits"] == 0
+    listed = set(camp[-1].evidence["clients"])
+    assert listed <= sybils and len(listed) >= 3
+    # early: the campaign needs 3 accounts and 6 linking hits (a third of Square's queries are exact re-queries of
+    # its best point, which match nothing new, and it starts with 3 copies of its input)
+    steps = np.isin(b.client_id[: camp[0].event_index + 1].astype(str), list(sybils)).sum()
+    assert b.client_id[camp[0].event_index] in listed and steps <= (12 if attack is zoo_like else 16), steps
+    assert [a for a in out if a.kind == "evasion_probing" and a.client_id == origin] == []
+    state = d.snapshot()
+    assert origin not in set(state["campaign.members"].tolist())
+    row = state["client.id"].tolist().index(origin)
+    assert state["client.probe"][row] >= 1  # it did take part in probe hits
+    assert state["campaign.stats"].shape == (1, 6)
+
+
+def test_split_coordinate_campaign_does_not_depend_on_batch_boundaries(artifact: AdversarialArtifact) -> None:
+    """The probe table and the probe counts give the same alerts and state in one batch, row by row, in random
+    chunks and across a snapshot/restore (the probe table, the counts and the campaign's chain included)."""
+    rng = np.random.default_rng(40)
+    b1, _, _ = split_coordinate_stream(rng, zoo_like, 7)
+    # a second search, Square-like over 40 accounts (one or two queries each), later among the same benign traffic
+    q = square_like(rng, 60)
+    x = np.concatenate([b1.numeric, q])
+    c = np.concatenate([b1.client_id, np.asarray([f"sq{i % 40}" for i in range(len(q))], dtype=object)])
+    t = np.r_[b1.ts, 60_000 + np.arange(len(q)) * 700].astype(np.int64)
+    o = np.argsort(t, kind="stable")
+    b = batch(x[o], c[o], t[o])
+    n = len(b)
+
+    def feed_camp(d: AdversarialDetector, bounds: list[int], start: int = 0) -> list[tuple[Any, ...]]:
+        return [a for a in feed(d, b, bounds, start) if a[0] == "evasion_probing"]
+
+    d = det(artifact)
+    whole = feed_camp(d, [n])
+    ref = d.snapshot()
+    assert sum(1 for a in whole if a[3] is None and a[1] == "open") == 2
+    runs = [list(range(1, n + 1))]
+    for _ in range(2):
+        cuts = np.cumsum(rng.integers(1, 300, size=n))
+        runs.append([*cuts[cuts < n].tolist(), n])
+    for bounds in runs:
+        d = det(artifact)
+        assert feed_camp(d, bounds) == whole
+        state = d.snapshot()
+        assert all(
+            np.array_equal(v, ref[k], equal_nan=v.dtype.kind == "f")
+            for k, v in state.items()
+            if k.startswith(("client.", "probe.", "campaign."))
+        )
+    for h in (n // 3, 2 * n // 3):
+        first = det(artifact)
+        got = feed_camp(first, [*range(200, h, 200), h])
+        second = det(artifact)
+        second.restore(first.snapshot())
+        assert got + feed_camp(second, [n], start=h) == whole
+        assert all(np.array_equal(v, ref[k]) for k, v in second.snapshot().items() if k.startswith("probe."))
+
+
+def test_probe_hits_need_another_account_and_a_few_changed_coordinates(artifact: AdversarialArtifact) -> None:
+    """One account's own coordinate search, exact resends of one input by many accounts and noisy copies of it
+    (every coordinate changed) are no probe hits; a copy with two coordinates changed, from another account, is."""
+    rng = np.random.default_rng(41)
+    d = det(artifact)
+    x0 = rng.normal(size=F)
+    zoo = zoo_like(rng, 30)
+    step = x0.copy()
+    step[[2, 9]] += 0.1
+    x = np.concatenate([zoo, np.tile(x0, (5, 1)), x0 + rng.normal(scale=1e-3, size=(5, F)), step[None]])
+    c = ["eve"] * 30 + [f"resend{i}" for i in range(5)] + [f"noisy{i}" for i in range(5)] + ["editor"]
+    d.update(batch(x, c, np.arange(len(x)) * 100), seq=0)
+    state = d.snapshot()
+    probe = dict(zip(state["client.id"].tolist(), state["client.probe"].tolist(), strict=True))
+    assert probe["eve"] == 0 and all(probe[f"resend{i}"] == 0 for i in range(4))
+    assert all(probe[f"noisy{i}"] == 0 for i in range(5))
+    # the edit matches the latest query of that input (the last exact resend): one hit, counted for both clients
+    assert probe["editor"] == 1 and probe["resend4"] == 1
+    assert sum(probe.values()) == 2
