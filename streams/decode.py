@@ -2,12 +2,13 @@
 
 This is the throughput ceiling of the service, so there are four paths:
 
-* a *native* path, tried first on each part of a chunk: the C scanner of ``streams/_native.c``
-  reads one model's events straight into float64 columns and builds Python objects only for ids,
-  categories, predictions, labels and ``ts``. It takes a part only if every message is of the
-  model it scans and holds nothing the paths below would treat differently (see the C file);
-  a build without the extension skips it;
-* a *typed* path, next: msgspec decodes every message straight
+* a *native* path, tried first on the whole chunk: the C scanner of ``streams/_native.c`` reads
+  one model's events straight into float64 columns and builds Python objects only for ids,
+  categories, predictions, labels and ``ts``. It refuses every message the paths below could treat
+  differently (see the C file); a refused message goes alone to the general path, and after
+  :data:`_NATIVE_REFUSALS` per part the rest of the chunk goes to the paths below. A build without
+  the extension skips it;
+* a *typed* path, on each part of what is left: msgspec decodes every message straight
   into a Struct generated from its model's schema, checking the contract's types in C as it
   parses, and columns are read off the Structs. It takes a part only if every message fits;
   a part with a bad event, a feature outside the schema or of the wrong type, or an unknown
@@ -1529,7 +1530,7 @@ class Decoder:
         return True
 
     def _plain(self, values: Sequence[Any]) -> bool:
-        """Whether ``values`` are all bytes of valid UTF-8 within the size limit (what the first paths take)."""
+        """Whether ``values`` are all bytes of valid UTF-8 within the size limit (what the typed path takes)."""
         if not values or set(map(type, values)) != {bytes}:
             return False
         if max(map(len, values)) > self.max_message_bytes:
