@@ -726,7 +726,6 @@ typedef struct {
     Py_ssize_t n;
     double *x;         /* n x k */
     double *proba;     /* n x n_classes */
-    uint8_t *sent;     /* n: 0 no probabilities, 1 an object, 2 an array */
     PyObject *event_id, *ts, *client_id, *prediction, *label;
     PyObject **categorical; /* kc lists */
 } Out;
@@ -839,7 +838,6 @@ scan_probabilities(Scanner *self, const char **pp, const char *end, Out *o, Py_s
             }
             TRY(next_member(&p, end, '}', &more));
         }
-        o->sent[i] = 1;
     }
     else if (*p == '[') {
         p++;
@@ -863,7 +861,6 @@ scan_probabilities(Scanner *self, const char **pp, const char *end, Out *o, Py_s
             TRY(next_member(&p, end, ']', &more));
         }
         if (j != nc) return REFUSE;
-        o->sent[i] = 2;
     }
     else {
         return REFUSE;
@@ -1000,20 +997,20 @@ writable_doubles(PyObject *obj, Py_buffer *view, Py_ssize_t count, const char *w
 }
 
 PyDoc_STRVAR(scan_doc,
-             "scan(values, start, x, proba, sent)\n--\n\n"
+             "scan(values, start, x, proba)\n--\n\n"
              "Read the messages ``values[start:]`` into rows ``start..`` of ``x`` (float64, n x numeric),\n"
-             "``proba`` (float64, n x classes) and ``sent`` (uint8, n), which the caller fills with NaN and 0,\n"
-             "``n = len(values)``, up to the first message this path does not take. Returns ``(n_ok, event_id,\n"
+             "and ``proba`` (float64, n x classes), which the caller fills with NaN, ``n = len(values)``,\n"
+             " up to the first message this path does not take. Returns ``(n_ok, event_id,\n"
              "ts, client_id, prediction, label, categorical)``: how many messages from ``start`` it took, and\n"
              "their columns as lists (``categorical``: one list per categorical feature). The rows after those\n"
-             "of ``x``, ``proba`` and ``sent`` are undefined.");
+             "of ``x`` and ``proba`` are undefined.");
 
 static PyObject *
 Scanner_scan(Scanner *self, PyObject *args)
 {
-    PyObject *values, *xobj, *pobj, *sobj;
+    PyObject *values, *xobj, *pobj;
     Py_ssize_t start;
-    if (!PyArg_ParseTuple(args, "O!nOOO", &PyList_Type, &values, &start, &xobj, &pobj, &sobj)) return NULL;
+    if (!PyArg_ParseTuple(args, "O!nOO", &PyList_Type, &values, &start, &xobj, &pobj)) return NULL;
     if (!self->model_id) {
         PyErr_SetString(PyExc_TypeError, "Scanner is not initialized");
         return NULL;
@@ -1023,25 +1020,16 @@ Scanner_scan(Scanner *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "start is outside values");
         return NULL;
     }
-    Py_buffer xv, pv, sv;
+    Py_buffer xv, pv;
     if (writable_doubles(xobj, &xv, total * self->k, "x")) return NULL;
     if (writable_doubles(pobj, &pv, total * self->classes.n, "proba")) {
         PyBuffer_Release(&xv);
         return NULL;
     }
-    if (PyObject_GetBuffer(sobj, &sv, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
-        PyBuffer_Release(&xv);
-        PyBuffer_Release(&pv);
-        return NULL;
-    }
     PyObject *result = NULL;
     Py_ssize_t n = total - start; /* rows of this call: the lists' length, rows of the buffers from start */
-    Out o = {n,    (double *)xv.buf + start * self->k, (double *)pv.buf + start * self->classes.n,
-             (uint8_t *)sv.buf + start, NULL, NULL, NULL, NULL, NULL, NULL};
-    if (sv.len != total) {
-        PyErr_Format(PyExc_ValueError, "sent must be a buffer of %zd bytes", total);
-        goto done;
-    }
+    Out o = {n, (double *)xv.buf + start * self->k, (double *)pv.buf + start * self->classes.n,
+             NULL, NULL, NULL, NULL, NULL, NULL};
     o.categorical = PyMem_Calloc(self->kc ? self->kc : 1, sizeof(PyObject *));
     if (!o.categorical) {
         PyErr_NoMemory();
@@ -1103,7 +1091,6 @@ done:
     }
     PyBuffer_Release(&xv);
     PyBuffer_Release(&pv);
-    PyBuffer_Release(&sv);
     return result;
 }
 

@@ -21,7 +21,6 @@ class Scanner:
         start: int,
         x: npt.NDArray[np.float64],
         proba: npt.NDArray[np.float64],
-        sent: npt.NDArray[np.uint8],
     ) -> tuple[int, list[str], list[Any], list[str | None], list[Any], list[Any], list[list[Any]]]: ...
 
 def parse_float(token: bytes) -> float | None: ...

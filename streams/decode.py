@@ -1556,18 +1556,21 @@ class Decoder:
         assert model_id is not None
         values = list(values)
         n = len(values)
-        schema = self._plans[model_id].schema
-        x = np.full((n, len(schema.numeric)), np.nan)
-        proba = np.full((n, len(schema.classes)), np.nan)
-        sent = np.zeros(n, np.uint8)
+
+        def columns(model_id: str) -> tuple[F64, F64]:
+            """The float64 columns the scanner of ``model_id`` writes, NaN where nothing is read."""
+            schema = self._plans[model_id].schema
+            return np.full((n, len(schema.numeric)), np.nan), np.full((n, len(schema.classes)), np.nan)
+
+        x, proba = columns(model_id)
         pos = refused = 0
         budget = _NATIVE_REFUSALS * -(-n // _PART)
         switched = -1
         while pos < n:
-            got = self._scanners[model_id].scan(values, pos, x, proba, sent)
-            n_ok, cols = got[0], cast(tuple[list[Any], ...], got[1:])
+            got = self._scanners[model_id].scan(values, pos, x, proba)
+            n_ok, cols = got[0], cast(tuple[list[Any], ...], got[1:])  # the lists hold the n_ok messages read
             if n_ok:
-                valid, ts = _valid_prefix(cols[1] if n_ok == n - pos else cols[1][:n_ok])
+                valid, ts = _valid_prefix(cols[1])
                 if valid < n_ok:  # a ts the general path explains
                     n_ok = valid
                     cols = tuple(col[:valid] if j != 5 else [c[:valid] for c in col] for j, col in enumerate(cols))
@@ -1586,9 +1589,7 @@ class Decoder:
                 other = self._first_model(values[pos])
                 if other is not None and other != model_id:
                     model_id = self._native_model = other
-                    schema = self._plans[model_id].schema
-                    x = np.full((n, len(schema.numeric)), np.nan)
-                    proba = np.full((n, len(schema.classes)), np.nan)
+                    x, proba = columns(model_id)
                     switched = pos
                     continue
             self._decode_part([values[pos]], offset + pos, True, parts, counts, dead)

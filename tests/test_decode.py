@@ -1077,17 +1077,17 @@ def test_native_scanner_checks_its_arguments() -> None:
     scanner = native.Scanner(b"m", [b"x"], [], [b"a", b"b"], 1000)
     values = [raw(0, features={"x": 1})]
     with pytest.raises(ValueError, match="float64"):
-        scanner.scan(values, 0, np.full((1, 2), np.nan), np.full((1, 2), np.nan), np.zeros(1, np.uint8))
+        scanner.scan(values, 0, np.full((1, 2), np.nan), np.full((1, 2), np.nan))
     with pytest.raises(ValueError, match="float64"):
-        scanner.scan(values, 0, np.full((1, 1), np.nan, np.float32), np.full((1, 2), np.nan), np.zeros(1, np.uint8))
-    with pytest.raises(ValueError, match="sent"):
-        scanner.scan(values, 0, np.full((1, 1), np.nan), np.full((1, 2), np.nan), np.zeros(2, np.uint8))
+        scanner.scan(values, 0, np.full((1, 1), np.nan, np.float32), np.full((1, 2), np.nan))
+    with pytest.raises(ValueError, match="proba"):
+        scanner.scan(values, 0, np.full((1, 1), np.nan), np.full((1, 3), np.nan))
     with pytest.raises(ValueError, match="start"):
-        scanner.scan(values, 2, np.full((1, 1), np.nan), np.full((1, 2), np.nan), np.zeros(1, np.uint8))
+        scanner.scan(values, 2, np.full((1, 1), np.nan), np.full((1, 2), np.nan))
     x = np.full((1, 1), np.nan)
-    assert scanner.scan(values, 0, x, np.full((1, 2), np.nan), np.zeros(1, np.uint8))[0] == 1 and x[0, 0] == 1.0
+    assert scanner.scan(values, 0, x, np.full((1, 2), np.nan))[0] == 1 and x[0, 0] == 1.0
     x = np.full((3, 1), np.nan)
-    got = scanner.scan([b"{}", *values * 2], 1, x, np.full((3, 2), np.nan), np.zeros(3, np.uint8))
+    got = scanner.scan([b"{}", *values * 2], 1, x, np.full((3, 2), np.nan))
     assert got[:2] == (2, ["e0", "e0"]) and np.isnan(x[0, 0]) and x[1:, 0].tolist() == [1.0, 1.0]
 
 
