@@ -736,6 +736,17 @@ typedef struct {
         if (rc_) return rc_;         \
     } while (0)
 
+/* A finite number into *out, or null (leaving *out as it is: NaN, missing). */
+static inline int
+number_or_null(const char **pp, const char *end, double *out)
+{
+    if (*pp < end && **pp == 'n') return literal(pp, end, "null", 4);
+    Number num;
+    TRY(parse_number(pp, end, &num));
+    *out = num.value;
+    return OK;
+}
+
 static int
 scan_features(Scanner *self, const char **pp, const char *end, Out *o, Py_ssize_t i)
 {
@@ -759,14 +770,7 @@ scan_features(Scanner *self, const char **pp, const char *end, Out *o, Py_ssize_
         self->seen[j] = self->stamp;
         if (p >= end) return REFUSE;
         if (j < self->k) {
-            if (*p == 'n') {
-                TRY(literal(&p, end, "null", 4)); /* stays NaN: missing */
-            }
-            else {
-                Number num;
-                TRY(parse_number(&p, end, &num));
-                row[j] = num.value;
-            }
+            TRY(number_or_null(&p, end, &row[j]));
         }
         else {
             PyObject *v;
@@ -828,14 +832,7 @@ scan_probabilities(Scanner *self, const char **pp, const char *end, Out *o, Py_s
             j = names_find(&self->classes, s, len, j + 1);
             if (j < 0 || seen[j] == self->stamp) return REFUSE;
             seen[j] = self->stamp;
-            if (p < end && *p == 'n') {
-                TRY(literal(&p, end, "null", 4));
-            }
-            else {
-                Number num;
-                TRY(parse_number(&p, end, &num));
-                row[j] = num.value;
-            }
+            TRY(number_or_null(&p, end, &row[j]));
             TRY(next_member(&p, end, '}', &more));
         }
     }
@@ -849,14 +846,7 @@ scan_probabilities(Scanner *self, const char **pp, const char *end, Out *o, Py_s
         Py_ssize_t j = 0;
         while (more) {
             if (j >= nc) return REFUSE; /* misaligned: the general path counts it */
-            if (p < end && *p == 'n') {
-                TRY(literal(&p, end, "null", 4));
-            }
-            else {
-                Number num;
-                TRY(parse_number(&p, end, &num));
-                row[j] = num.value;
-            }
+            TRY(number_or_null(&p, end, &row[j]));
             j++;
             TRY(next_member(&p, end, ']', &more));
         }
