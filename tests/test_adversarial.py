@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -431,6 +432,24 @@ def feed(d: AdversarialDetector, b: EventBatch, bounds: list[int], start: int = 
     return out
 
 
+def random_bounds(rng: np.random.Generator, n: int, most: int) -> list[int]:
+    """Ends of random chunks of 1..most-1 events covering ``n`` events."""
+    cuts = np.cumsum(rng.integers(1, most, size=n))
+    return [*cuts[cuts < n].tolist(), n]
+
+
+def fed_across_restore(
+    artifact: AdversarialArtifact, fed: Callable[..., list[tuple[Any, ...]]], n: int, h: int, chunk: int
+) -> tuple[list[tuple[Any, ...]], AdversarialDetector]:
+    """Alerts of events ``0..h`` fed in chunks of ``chunk``, then the rest by a detector restored from the
+    snapshot at ``h``; and that second detector. ``fed(d, bounds, start=0)`` feeds one stream."""
+    first = det(artifact)
+    got = fed(first, [*range(chunk, h, chunk), h])
+    second = det(artifact)
+    second.restore(first.snapshot())
+    return got + fed(second, [n], start=h), second
+
+
 def test_campaign_decisions_do_not_depend_on_batch_boundaries(artifact: AdversarialArtifact) -> None:
     """The same events give the same alerts (campaigns included) in one batch, row by row, in random chunks and
     across a snapshot/restore: per-client state is read as it was at each event, never after the batch."""
@@ -441,14 +460,13 @@ def test_campaign_decisions_do_not_depend_on_batch_boundaries(artifact: Adversar
     assert feed(det(artifact), b, list(range(1, n + 1))) == whole
     rng = np.random.default_rng(17)
     for _ in range(3):
-        cuts = np.cumsum(rng.integers(1, 120, size=n))
-        assert feed(det(artifact), b, [*cuts[cuts < n].tolist(), n]) == whole
+        assert feed(det(artifact), b, random_bounds(rng, n, 120)) == whole
+
+    def fed(d: AdversarialDetector, bounds: list[int], start: int = 0) -> list[tuple[Any, ...]]:
+        return feed(d, b, bounds, start)
+
     for h in (n // 3, 2 * n // 3):
-        first = det(artifact)
-        got = feed(first, b, [*range(100, h, 100), h])
-        second = det(artifact)
-        second.restore(first.snapshot())
-        assert got + feed(second, b, [n], start=h) == whole
+        assert fed_across_restore(artifact, fed, n, h, 100)[0] == whole
 
 
 @pytest.mark.parametrize("ood", [False, True])
@@ -590,19 +608,14 @@ def test_structured_steps_do_not_depend_on_batch_boundaries(artifact: Adversaria
     assert {a[3] for a in whole if a[0] == "evasion_probing" and a[1] == "open"} == {"zoo", "square"}
     runs = [list(range(1, n + 1))]
     for _ in range(2):
-        cuts = np.cumsum(rng.integers(1, 200, size=n))
-        runs.append([*cuts[cuts < n].tolist(), n])
+        runs.append(random_bounds(rng, n, 200))
     for bounds in runs:
         d = det(artifact)
         assert feed_ev(d, bounds) == whole
         state = d.snapshot()
         assert all(np.array_equal(v, ref[k]) for k, v in state.items() if k.startswith("client."))
     for h in (n // 3, 2 * n // 3):
-        first = det(artifact)
-        got = feed_ev(first, [*range(150, h, 150), h])
-        second = det(artifact)
-        second.restore(first.snapshot())
-        assert got + feed_ev(second, [n], start=h) == whole
+        assert fed_across_restore(artifact, feed_ev, n, h, 150)[0] == whole
 
 
 def test_structured_steps_with_many_features(artifact: AdversarialArtifact) -> None:
@@ -779,8 +792,7 @@ def test_split_coordinate_campaign_does_not_depend_on_batch_boundaries(artifact:
     assert sum(1 for a in whole if a[3] is None and a[1] == "open") == 2
     runs = [list(range(1, n + 1))]
     for _ in range(2):
-        cuts = np.cumsum(rng.integers(1, 300, size=n))
-        runs.append([*cuts[cuts < n].tolist(), n])
+        runs.append(random_bounds(rng, n, 300))
     for bounds in runs:
         d = det(artifact)
         assert feed_camp(d, bounds) == whole
@@ -791,11 +803,8 @@ def test_split_coordinate_campaign_does_not_depend_on_batch_boundaries(artifact:
             if k.startswith(("client.", "probe.", "campaign."))
         )
     for h in (n // 3, 2 * n // 3):
-        first = det(artifact)
-        got = feed_camp(first, [*range(200, h, 200), h])
-        second = det(artifact)
-        second.restore(first.snapshot())
-        assert got + feed_camp(second, [n], start=h) == whole
+        got, second = fed_across_restore(artifact, feed_camp, n, h, 200)
+        assert got == whole
         assert all(np.array_equal(v, ref[k]) for k, v in second.snapshot().items() if k.startswith("probe."))
 
 
