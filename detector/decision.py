@@ -191,14 +191,17 @@ class IncidentTracker:
     ) -> tuple[list[tuple[int, int, Status, Severity, int]], npt.NDArray[np.bool_]]:
         """Advance by ``len(panes)`` evaluations at once (rows of the ``(evaluations, n)`` inputs).
 
-        Returns the transitions ``(evaluation, test, status, severity, incident)`` in the order
-        :meth:`step` gives them evaluation by evaluation, and which tests were open at the start of
-        each evaluation. Exactly :meth:`step` repeated, but only tests that fire or are open step
-        through the machine, one by one in plain Python: there are few of them, and numpy calls per
-        evaluation cost more than the whole machine.
+        Returns the transitions ``(evaluation, test, status, severity, incident)`` in stream order
+        (per evaluation: opens, then updates, then resolves, each by test), and which tests were open
+        at the start of each evaluation. Only tests that fire or are open step through the machine,
+        one by one in plain Python: there are few of them, and numpy calls per evaluation cost more
+        than the whole machine.
         """
         e_n = len(panes)
         was_open = np.zeros((e_n, self.n), dtype=bool)
+        if not fire.any() and not self._severity.any():  # the common case: only cooldowns run down
+            np.maximum(self._cooldown - e_n, 0, out=self._cooldown)
+            return [], was_open
         involved = np.flatnonzero(fire.any(axis=0) | (self._severity > 0)).tolist()
         idle = np.ones(self.n, dtype=bool)
         idle[involved] = False
@@ -236,36 +239,8 @@ class IncidentTracker:
         pane: int,
     ) -> list[tuple[int, Status, Severity]]:
         """Advance by one evaluation; return the ``(test, status, severity)`` transitions."""
-        out: list[tuple[int, Status, Severity]] = []
-        is_open = self._severity > 0
-        any_open = bool(is_open.any())
-        if not any_open and not fire.any():
-            np.maximum(self._cooldown - 1, 0, out=self._cooldown)
-            return out
-        # (each step below is skipped when it cannot apply: most evaluations open, update and resolve nothing)
-        opening = fire & ~is_open
-        if opening.any():
-            opening &= self._cooldown == 0
-            for j in np.flatnonzero(opening).tolist():
-                sev_j = 2 if critical[j] else 1
-                self._incident[j] = pane
-                self._severity[j] = sev_j
-                self._calm[j] = 0
-                out.append((j, "open", _SEVERITIES[sev_j]))
-        if any_open:
-            still = is_open  # an open test cannot be opening
-            for j in np.flatnonzero(still & fire & (np.where(critical, 2, 1) > self._severity)).tolist():
-                sev_j = 2 if critical[j] else 1
-                self._severity[j] = sev_j
-                out.append((j, "update", _SEVERITIES[sev_j]))
-            self._calm[still] = np.where(calm[still], self._calm[still] + 1, 0)
-            for j in np.flatnonzero(still & (self._calm >= self.resolve_after)).tolist():
-                out.append((j, "resolved", "info"))
-                self._severity[j] = 0
-                self._calm[j] = 0
-                self._cooldown[j] = self.cooldown + 1
-        np.maximum(self._cooldown - 1, 0, out=self._cooldown)
-        return out
+        records, _ = self.run(fire[None, :], calm[None, :], critical[None, :], panes=np.array([pane], dtype=np.int64))
+        return [(j, status, severity) for _, j, status, severity, _ in records]
 
 
 class DriftPolicy:

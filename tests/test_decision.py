@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -103,6 +104,37 @@ def test_policy_batch_equals_one_evaluation_at_a_time() -> None:
     assert [a.status for a in whole].count("open") == 6
 
 
+class StepOracle:
+    """The incident state machine one evaluation at a time, vectorized over tests: the shape
+    :class:`IncidentTracker` had before it moved only the tests that fire or are open, kept as an
+    independent reference for :meth:`IncidentTracker.run`."""
+
+    def __init__(self, n: int, resolve_after: int, cooldown: int) -> None:
+        self.resolve_after, self.cooldown = resolve_after, cooldown
+        self.severity = np.zeros(n, dtype=np.int8)
+        self.incident = np.full(n, -1, dtype=np.int64)
+        self.calm = np.zeros(n, dtype=np.int64)
+        self.cool = np.zeros(n, dtype=np.int64)
+
+    def step(self, fire: Any, calm: Any, critical: Any, pane: int) -> list[tuple[int, str, str]]:
+        names = ("info", "warning", "critical")
+        out: list[tuple[int, str, str]] = []
+        is_open = self.severity > 0
+        for j in np.flatnonzero(fire & ~is_open & (self.cool == 0)).tolist():
+            self.severity[j] = 2 if critical[j] else 1
+            self.incident[j], self.calm[j] = pane, 0
+            out.append((j, "open", names[self.severity[j]]))
+        for j in np.flatnonzero(is_open & fire & (np.where(critical, 2, 1) > self.severity)).tolist():
+            self.severity[j] = 2 if critical[j] else 1
+            out.append((j, "update", names[self.severity[j]]))
+        self.calm[is_open] = np.where(calm[is_open], self.calm[is_open] + 1, 0)
+        for j in np.flatnonzero(is_open & (self.calm >= self.resolve_after)).tolist():
+            out.append((j, "resolved", "info"))
+            self.severity[j], self.calm[j], self.cool[j] = 0, 0, self.cooldown + 1
+        np.maximum(self.cool - 1, 0, out=self.cool)
+        return out
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_tracker_run_equals_step_by_step(seed: int) -> None:
     rng = np.random.default_rng(seed)
@@ -111,11 +143,13 @@ def test_tracker_run_equals_step_by_step(seed: int) -> None:
     calm = ~fire & (rng.random((e_n, n)) < 0.7)
     critical = fire & (rng.random((e_n, n)) < 0.3)
     panes = np.arange(1000, 1000 + e_n, dtype=np.int64)
-    one = IncidentTracker(n, resolve_after=3, cooldown=2)
+    one = StepOracle(n, resolve_after=3, cooldown=2)
+    stepped = IncidentTracker(n, resolve_after=3, cooldown=2)
     expected, was = [], []
     for e in range(e_n):
-        was.append(one.active.copy())
-        done = one.step(fire[e], calm[e], critical[e], pane=int(panes[e]))
+        was.append(one.severity > 0)
+        done = one.step(fire[e], calm[e], critical[e], int(panes[e]))
+        assert stepped.step(fire[e], calm[e], critical[e], pane=int(panes[e])) == done
         expected += [(e, j, status, sev, int(one.incident[j])) for j, status, sev in done]
     many = IncidentTracker(n, resolve_after=3, cooldown=2)
     got, got_was, start = [], [], 0
@@ -127,7 +161,9 @@ def test_tracker_run_equals_step_by_step(seed: int) -> None:
         start = stop
     assert got == expected
     np.testing.assert_array_equal(np.concatenate(got_was), np.array(was))
-    assert {k: v.tolist() for k, v in many.snapshot().items()} == {k: v.tolist() for k, v in one.snapshot().items()}
+    oracle = {"severity": one.severity, "incident": one.incident, "calm": one.calm, "cooldown": one.cool}
+    for t in (many, stepped):
+        assert {k: v.tolist() for k, v in t.snapshot().items()} == {k: v.tolist() for k, v in oracle.items()}
     assert {status for _, _, status, _, _ in got} == {"open", "update", "resolved"}
 
 
