@@ -1,4 +1,4 @@
-"""Fit the anomaly scorers of :mod:`detector.anomaly` on a baseline's reference data.
+"""Fit the anomaly scorers of :mod:`detector.scoring` on a baseline's reference data.
 
 The reference rows are split (seeded) into a *fit* part, on which every scorer is fitted, and a
 held-out *calibration* part, on which raw scores are turned into p-values. The learned detectors
@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from detector.anomaly import (
+from detector.schema import MISSING, UNSEEN
+from detector.scoring import (
     AnomalyModel,
     GridFunction,
     IForestScorer,
@@ -24,7 +25,6 @@ from detector.anomaly import (
     TailCalibration,
     average_path_length,
 )
-from detector.schema import MISSING, UNSEEN
 
 F64 = npt.NDArray[np.float64]
 

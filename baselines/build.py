@@ -14,11 +14,11 @@ from baselines.anomaly_fit import fit_anomaly_model
 from baselines.errors import BaselineError
 from baselines.store import BaselineInfo, BaselineStore
 from detector.adversarial import AdversarialArtifact
-from detector.anomaly import AnomalyModel
 from detector.errors import SnapshotError
 from detector.performance import PerformanceReference, fit_performance
 from detector.reference import Reference, fit_reference
 from detector.schema import EventBatch, PredictionKind, Schema
+from detector.scoring import AnomalyModel
 
 #: Categories kept per categorical feature; rarer ones count as unseen when monitored.
 MAX_CATEGORIES = 1000

@@ -28,8 +28,9 @@ from threadpoolctl import threadpool_info, threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from baselines.anomaly_fit import fit_anomaly_model
-from detector.anomaly import _CHUNK, AnomalyDetector, AnomalyModel
+from detector.anomaly import AnomalyDetector
 from detector.schema import EventBatch
+from detector.scoring import _CHUNK, AnomalyModel
 
 OUT = Path(__file__).resolve().parent / "results" / "anomaly.md"
 F = 32

@@ -16,6 +16,7 @@ from detector.drift import DriftMonitor, DriftReport
 from detector.errors import SnapshotError
 from detector.labels import JoinedBatch, LabelJoin
 from detector.performance import PerformanceMonitor
+from detector.prepared import Prepared, Preparer
 from detector.reference import Reference
 from detector.schema import MISSING, EventBatch
 from detector.validation import InputValidator
@@ -156,11 +157,23 @@ class ModelMonitor:
         alerts = [FiredAlert(d, event_id, event_ts, None) for d in self.policy.decide(report)]
         return MonitorResult(alerts=alerts, drift=report)
 
-    def update(self, batch: EventBatch, *, violations: Mapping[tuple[str, str], int] | None = None) -> MonitorResult:
+    @property
+    def preparer(self) -> Preparer:
+        """What :meth:`update` computes from a batch alone (no state), to run elsewhere (a decoding process)."""
+        return Preparer(anomaly=None if self.anomaly is None else self.anomaly.model)
+
+    def update(
+        self,
+        batch: EventBatch,
+        *,
+        violations: Mapping[tuple[str, str], int] | None = None,
+        prepared: Prepared | None = None,
+    ) -> MonitorResult:
         """Feed one batch of this model's events.
 
         ``violations`` are the decoder's feature-level counts for these events (wrong types,
         non-finite numbers, unexpected features), which the validator adds to its windows.
+        ``prepared`` is :attr:`preparer` applied to ``batch`` (computed here when None).
         """
         seq = self._seq
         report = self.drift.update(batch)
@@ -170,7 +183,7 @@ class ModelMonitor:
         extras: dict[str, Any] = {}
         ood = None
         if self.anomaly is not None:
-            decisions += self.anomaly.update(batch, seq=seq)
+            decisions += self.anomaly.update(batch, seq=seq, scores=None if prepared is None else prepared.anomaly)
             extras["scores"] = self.anomaly.last_scores
             ood = None if self.anomaly.last_scores is None else self.anomaly.last_scores.flag
         if self.adversarial is not None:

@@ -4,35 +4,71 @@ Decoding is about two thirds of the service's work per event (benchmarks/results
 holds the GIL, so a thread cannot overlap it with detection; a child process can. The child gets a
 copy of the decoder once and then only message values in and :class:`~streams.decode.DecodeResult`
 values out, so results are the same as decoding in this process (``tests/test_service_kafka.py``).
+It also does the detectors' work that needs no state (anomaly scores; :mod:`detector.prepared`), which
+otherwise falls on the busier process.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing as mp
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from threadpoolctl import threadpool_limits
 
 from streams.decode import Decoder, DecodeResult
+from streams.shm import ChunkSlots, Packed, bytes_per_event, pack_inline, unpack
+
+if TYPE_CHECKING:
+    from detector.prepared import Preparer
 
 log = logging.getLogger(__name__)
 
-# The child process's own copy of the decoder; set once by the pool's initializer.
+#: ``model_id -> Preparer`` of a pipeline's monitors (:meth:`streams.pipeline.Pipeline.preparers`).
+Preparers = Mapping[str, "Preparer"]
+
+# The child process's own copy of the decoder and preparers; set once by the pool's initializer.
 _decoder: Decoder | None = None
+_preparers: Preparers = {}
+_slots: ChunkSlots | None = None
 
 
-def _start(decoder: Decoder) -> None:
-    global _decoder
-    _decoder = decoder
+def prepare(decoded: DecodeResult, preparers: Preparers) -> DecodeResult:
+    """``decoded`` with each model's rows prepared by that model's preparer (the monitors' state-free
+    work, see :mod:`detector.prepared`), to run in the decoding process."""
+    if not preparers:
+        return decoded
+    batches = []
+    for mb in decoded.batches:
+        p = preparers.get(mb.model_id)
+        batches.append(mb if p is None or p.empty else replace(mb, prepared=p(mb.batch)))
+    return replace(decoded, batches=batches)
+
+
+def pin_blas() -> None:
+    """One BLAS thread in this process, as the service's main process has (``streams.cli``): a decoding
+    process's BLAS calls (anomaly scores) would otherwise spin threads against the detecting process."""
+    threadpool_limits(1)
+
+
+def _start(decoder: Decoder, preparers: Preparers, spec: tuple[str, int, int] | None) -> None:
+    global _decoder, _preparers, _slots
+    _decoder, _preparers = decoder, preparers
+    _slots = None if spec is None else ChunkSlots.attach(spec)
+    pin_blas()  # (after the preparers' imports have loaded every BLAS library they use)
 
 
 def _ready() -> bool:
     return _decoder is not None
 
 
-def _decode(values: Sequence[bytes | None]) -> DecodeResult:
+def _decode(values: Sequence[bytes | None], slot: int | None) -> Packed:
     assert _decoder is not None
-    return _decoder.decode(values)
+    decoded = prepare(_decoder.decode(values), _preparers)
+    return pack_inline(decoded) if _slots is None else _slots.pack(decoded, slot)
 
 
 class DecodeAhead:
@@ -47,6 +83,12 @@ class DecodeAhead:
         The decoder to copy into the children; also the fallback here.
     processes
         How many child processes decode.
+    preparers
+        Per model, the monitor's state-free work on a batch, done in the child after decoding (the
+        chunks decoded here are not prepared: the monitors do that work themselves).
+    max_chunk
+        Messages per chunk that the shared memory slots are sized for (:mod:`streams.shm`); larger
+        chunks come back through the pipe.
 
     Examples
     --------
@@ -59,33 +101,55 @@ class DecodeAhead:
     >>> ahead.close()
     """
 
-    def __init__(self, decoder: Decoder, processes: int = 1) -> None:
+    def __init__(
+        self,
+        decoder: Decoder,
+        processes: int = 1,
+        preparers: Preparers | None = None,
+        max_chunk: int = 5_000,
+    ) -> None:
         self.decoder = decoder
+        # two chunks in flight per child and one being read here: more in flight go through the pipe
+        self._slots = ChunkSlots.create(2 * processes + 1, max_chunk * bytes_per_event(decoder.schemas.values()))
+        self._free = list(range(self._slots.n_slots if self._slots is not None else 0))
+        self._slot_of: dict[Future[Packed], int] = {}
         # spawn: no fork of a process that holds librdkafka's threads
         self._pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
-            processes, mp_context=mp.get_context("spawn"), initializer=_start, initargs=(decoder,)
+            processes,
+            mp_context=mp.get_context("spawn"),
+            initializer=_start,
+            initargs=(decoder, dict(preparers or {}), None if self._slots is None else self._slots.spec),
         )
         # A child takes a second or two to start (imports): chunks are decoded here until it answers.
         self._started = self._pool.submit(_ready)
 
-    def submit(self, values: Sequence[bytes | None]) -> Future[DecodeResult] | None:
+    def submit(self, values: Sequence[bytes | None]) -> Future[Packed] | None:
         """Start decoding ``values`` in a child; ``None`` (decode here) until one has started, or
         once they are gone."""
         if self._pool is None or not self._started.done():
             return None
+        slot = self._free.pop() if self._free else None
         try:
-            return self._pool.submit(_decode, list(values))
+            future = self._pool.submit(_decode, list(values), slot)
         except RuntimeError as e:  # BrokenProcessPool, or shut down
             self._lost(e)
             return None
+        if slot is not None:
+            self._slot_of[future] = slot
+        return future
 
-    def result(self, future: Future[DecodeResult] | None, values: Sequence[bytes | None]) -> DecodeResult:
+    def result(self, future: Future[Packed] | None, values: Sequence[bytes | None]) -> DecodeResult:
         """The decoded ``values`` submitted as ``future``; decoded here if the child could not."""
         if future is not None:
             try:
-                return future.result()
+                decoded: DecodeResult = unpack(self._slots, future.result())
+                return decoded
             except Exception as e:  # the child died: no message may be lost for that
                 self._lost(e)
+            finally:
+                slot = self._slot_of.pop(future, None)
+                if slot is not None:
+                    self._free.append(slot)
         return self.decoder.decode(values)
 
     def wait_started(self) -> None:
@@ -112,3 +176,6 @@ class DecodeAhead:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        if self._slots is not None:
+            self._slots.close()
+            self._slots = None

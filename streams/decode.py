@@ -43,7 +43,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import date
 from itertools import chain, compress, repeat
 from operator import attrgetter, is_not, itemgetter
-from typing import Any, Final, TypeVar, Union, cast
+from typing import TYPE_CHECKING, Any, Final, TypeVar, Union, cast
 
 import msgspec
 import numpy as np
@@ -51,6 +51,9 @@ import numpy.typing as npt
 import orjson
 
 from detector.schema import MISSING, UNSEEN, EventBatch, Schema
+
+if TYPE_CHECKING:  # (importing it loads the anomaly scorers and scipy: not needed to decode)
+    from detector.prepared import Prepared
 
 try:
     from streams import _native
@@ -165,6 +168,9 @@ class ModelBatch:
         Kafka offsets or file lines).
     violations
         ``(reason, feature) -> count`` of this model's rows; see :attr:`DecodeResult.violations`.
+    prepared
+        The model monitor's state-free results for these rows, when a decoding process computed them
+        (:func:`streams.ahead.prepare`); None otherwise.
 
     Examples
     --------
@@ -179,6 +185,7 @@ class ModelBatch:
     batch: EventBatch
     index: I64
     violations: Violations = field(default_factory=dict)
+    prepared: Prepared | None = None
 
 
 @dataclass(frozen=True)

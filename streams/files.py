@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import multiprocessing as mp
 import os
+import pickle
 import sys
 import time
 from collections.abc import Iterator
@@ -14,8 +15,10 @@ from typing import IO, Any
 
 import orjson
 
+from streams.ahead import Preparers, pin_blas, prepare
 from streams.decode import DeadLetter, Decoder, DecodeResult
 from streams.errors import SourceError
+from streams.shm import ChunkSlots, bytes_per_event, pack_inline, unpack
 
 
 def read_jsonl_chunks(path: str | os.PathLike[str], chunk_size: int) -> Iterator[tuple[list[bytes], list[int]]]:
@@ -44,10 +47,22 @@ def read_jsonl_chunks(path: str | os.PathLike[str], chunk_size: int) -> Iterator
 _Decoded = Iterator[tuple[DecodeResult, list[int]]]
 
 
-def read_decoded_chunks(path: str | os.PathLike[str], chunk_size: int, decoder: Decoder, *, ahead: bool) -> _Decoded:
+def read_decoded_chunks(
+    path: str | os.PathLike[str],
+    chunk_size: int,
+    decoder: Decoder,
+    *,
+    ahead: bool,
+    preparers: Preparers | None = None,
+) -> _Decoded:
     """``(decoded chunk, line numbers)`` of a JSONL file, decoded here or, with ``ahead``, by a child
-    process (with a copy of ``decoder``) that stays at most two chunks ahead: the same results."""
-    return (_decoded_ahead if ahead else _decoded_here)(str(path), chunk_size, decoder)
+    process (with a copy of ``decoder``) that stays at most two chunks ahead: the same results.
+
+    The child also applies ``preparers`` to the chunks after its first (whose decoding would wait for
+    their imports), see :func:`streams.ahead.prepare`."""
+    if not ahead:
+        return _decoded_here(str(path), chunk_size, decoder)
+    return _decoded_ahead(str(path), chunk_size, decoder, pickle.dumps(dict(preparers or {})))
 
 
 def _decoded_here(path: str, chunk_size: int, decoder: Decoder) -> _Decoded:
@@ -55,23 +70,58 @@ def _decoded_here(path: str, chunk_size: int, decoder: Decoder) -> _Decoded:
         yield decoder.decode(lines), numbers
 
 
-def _decode_worker(path: str, chunk_size: int, decoder: Decoder, out: Any) -> None:
+def _decode_worker(
+    path: str,
+    chunk_size: int,
+    decoder: Decoder,
+    out: Any,
+    preparers: bytes,
+    spec: tuple[str, int, int] | None,
+    free: Any,
+) -> None:
+    slots = None if spec is None else ChunkSlots.attach(spec)
     try:
-        for item in _decoded_here(path, chunk_size, decoder):
-            out.put(item)
+        loaded: Preparers | None = None
+        for decoded, numbers in _decoded_here(path, chunk_size, decoder):
+            if loaded is not None:
+                decoded = prepare(decoded, loaded)
+            if slots is None:
+                packed = pack_inline(decoded)
+            else:
+                slot = free.get()  # (blocks while the parent holds every slot: it is behind anyway)
+                packed = slots.pack(decoded, slot)
+                if packed.slot is None:  # too large for a slot: it went inline
+                    free.put(slot)
+            out.put((packed, numbers))
+            if loaded is None:
+                loaded = pickle.loads(preparers)
+                pin_blas()
     except SourceError as e:
         out.put(e)
     except BaseException as e:  # reported to the parent, which raises it
         out.put(SourceError(f"decoding {path} failed: {e!r}"))
     else:
         out.put(None)
+    finally:
+        if slots is not None:
+            slots.close()
 
 
-def _decoded_ahead(path: str, chunk_size: int, decoder: Decoder) -> _Decoded:
+# Slots of decoded chunks in shared memory: two queued, one being written (the parent copies a chunk
+# out and frees its slot before it detects on it).
+_SLOTS = 3
+
+
+def _decoded_ahead(path: str, chunk_size: int, decoder: Decoder, preparers: bytes) -> _Decoded:
     """The chunks of :func:`_decoded_here`, decoded by a child process at most two chunks ahead."""
     ctx = mp.get_context("spawn")  # no fork of a process that may hold library threads
     queue = ctx.Queue(maxsize=2)
-    worker = ctx.Process(target=_decode_worker, args=(path, chunk_size, decoder, queue), name="inferwatch-decode")
+    free = ctx.Queue()
+    slots = ChunkSlots.create(_SLOTS, chunk_size * bytes_per_event(decoder.schemas.values()))
+    for i in range(_SLOTS if slots is not None else 0):
+        free.put(i)
+    args = (path, chunk_size, decoder, queue, preparers, None if slots is None else slots.spec, free)
+    worker = ctx.Process(target=_decode_worker, args=args, name="inferwatch-decode")
     worker.start()
     try:
         while True:
@@ -85,11 +135,17 @@ def _decoded_ahead(path: str, chunk_size: int, decoder: Decoder) -> _Decoded:
                 return
             if isinstance(item, BaseException):
                 raise item
-            yield item
+            packed, numbers = item
+            decoded = unpack(slots, packed)
+            if packed.slot is not None:
+                free.put(packed.slot)
+            yield decoded, numbers
     finally:
         if worker.is_alive():
             worker.terminate()
         worker.join(10)
+        if slots is not None:
+            slots.close()
 
 
 class JsonlWriter:

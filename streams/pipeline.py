@@ -18,12 +18,14 @@ import numpy.typing as npt
 
 from baselines.build import LoadedBaseline
 from detector.adversarial import AdversarialDetector
-from detector.anomaly import AnomalyDetector, AnomalyScores
+from detector.anomaly import AnomalyDetector
 from detector.errors import SnapshotError
 from detector.labels import LabelJoin
 from detector.monitor import FiredAlert, ModelMonitor, MonitorResult
 from detector.performance import PerformanceMonitor
+from detector.prepared import Preparer
 from detector.schema import EventBatch
+from detector.scoring import AnomalyScores
 from detector.validation import InputValidator
 from streams.alerts import alert_record
 from streams.config import Settings
@@ -338,6 +340,11 @@ class Pipeline:
         self._keep_recent = max(counted, default=1)
         self._positions = {m: _PositionRing() for m in self.baselines}
 
+    def preparers(self) -> dict[str, Preparer]:
+        """Each monitor's state-free work on a batch, for a decoding process to do (see
+        :func:`streams.ahead.prepare`); the prepared chunks go to :meth:`process_decoded`."""
+        return {m: mon.preparer for m, mon in self.monitors.items()}
+
     def process(self, values: Sequence[bytes | None], positions: Positions) -> ChunkResult:
         """Decode and detect on one chunk; returns alerts and dead letters in stream order."""
         return self.process_decoded(self.decoder.decode(values), positions)
@@ -353,7 +360,7 @@ class Pipeline:
             model_id = mb.model_id
             ring = self._positions[model_id]
             first_seq = ring.seen
-            result = self.monitors[model_id].update(mb.batch, violations=mb.violations)
+            result = self.monitors[model_id].update(mb.batch, violations=mb.violations, prepared=mb.prepared)
             out.events_by_model[model_id] += len(mb.batch)
             for fired in result.alerts:
                 if fired.row is None:

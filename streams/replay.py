@@ -92,7 +92,8 @@ def replay_file(
     tally = _Tally(on_alert, on_dead, progress or Progress("replay", enabled=False))
     if decode_ahead is None:  # a decoding process takes a second to start: worth it for large files only
         decode_ahead = (os.cpu_count() or 1) > 1 and _size(path) >= DECODE_AHEAD_MIN_BYTES
-    for decoded, numbers in read_decoded_chunks(path, chunk_size, pipeline.decoder, ahead=decode_ahead):
+    chunks = read_decoded_chunks(path, chunk_size, pipeline.decoder, ahead=decode_ahead, preparers=pipeline.preparers())
+    for decoded, numbers in chunks:
         zeros = np.zeros(len(numbers), np.int32)
         positions = Positions("file", (str(path),), zeros, zeros, np.asarray(numbers))
         tally.add(pipeline.process_decoded(decoded, positions))

@@ -37,11 +37,11 @@ from baselines.store import BaselineStore
 from streams.ahead import DecodeAhead
 from streams.checkpoint import Checkpoint, CheckpointStore
 from streams.config import Settings
-from streams.decode import DecodeResult
 from streams.errors import ConfigError, SourceError
 from streams.kafka_io import DeliveringProducer, consumer_config, ensure_topics, producer_config
 from streams.metrics import Metrics, serve
 from streams.pipeline import ChunkResult, Pipeline, Positions
+from streams.shm import Packed
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class _Fetched:
     feedback: list[Any]
     ends: dict[str, int]  # next offset per "topic:partition" once this batch is handled
     n_fetched: int
-    decoding: Future[DecodeResult] | None = None
+    decoding: Future[Packed] | None = None
 
 
 def dead_letter_headers(reason: str, detail: str, where: Mapping[str, Any]) -> list[tuple[str, bytes]]:
@@ -206,7 +206,11 @@ class Service:
                 # it saves (benchmarks/: 71k against 87k events/s on 2 cores).
                 ahead = (os.cpu_count() or 1) > 1 and (s.anomaly.enabled or s.adversarial.enabled)
             # Starts (imports) while the consumer joins its group; batches are decoded here until it has.
-            self._ahead = DecodeAhead(self.pipeline.decoder) if ahead else None
+            self._ahead = (
+                DecodeAhead(self.pipeline.decoder, preparers=self.pipeline.preparers(), max_chunk=s.kafka.batch_size)
+                if ahead
+                else None
+            )
             try:
                 consumer.list_topics(timeout=15)
             except KafkaException as e:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 
+import numpy as np
 import orjson
 from test_decode import assert_same
 
@@ -35,17 +36,45 @@ def chunk(start: int, n: int) -> list[bytes | None]:
 
 def test_chunks_come_back_decoded_in_order_as_here() -> None:
     decoder = Decoder({"m": SCHEMA})
-    ahead = DecodeAhead(decoder, processes=2)
+    ahead = DecodeAhead(decoder, processes=2, max_chunk=100)
     ahead.wait_started()
     try:
-        chunks = [chunk(k * 100, 100) for k in range(5)]
+        chunks = [chunk(k * 100, 100) for k in range(8)]
         futures = [ahead.submit(c) for c in chunks]
+        # five shared memory slots: the chunks submitted beyond them come back through the pipe
+        assert len(ahead._slot_of) == 5
         for f, c in zip(futures, chunks, strict=True):
             assert_same(ahead.result(f, c), decoder.decode(c))
-        assert ahead.alive
+        assert ahead.alive and not ahead._slot_of
+        again = chunk(900, 100)  # the slots are free again
+        assert_same(ahead.result(ahead.submit(again), again), decoder.decode(again))
+        big = chunk(1000, 300)  # larger than a slot: through the pipe
+        assert_same(ahead.result(ahead.submit(big), big), decoder.decode(big))
     finally:
         ahead.close()
     assert not ahead.alive
+
+
+def test_a_child_prepares_what_the_monitor_would_compute() -> None:
+    from baselines.anomaly_fit import fit_anomaly_model
+    from detector.prepared import Preparer
+
+    rng = np.random.default_rng(0)
+    model = fit_anomaly_model(rng.normal(size=(5000, 2)), numeric_names=("x", "y"), seed=0)
+    decoder = Decoder({"m": Schema("m", numeric=("x", "y"))})
+    ahead = DecodeAhead(decoder, preparers={"m": Preparer(model)}, max_chunk=200)
+    ahead.wait_started()
+    try:
+        for c in (chunk(0, 150), chunk(150, 400)):  # in a slot, and through the pipe
+            got = ahead.result(ahead.submit(c), c)
+            assert_same(got, decoder.decode(c))
+            (mb,) = got.batches
+            assert mb.prepared is not None and mb.prepared.anomaly is not None
+            want = model.score(mb.batch.numeric, mb.batch.categorical)
+            for name in ("score", "p_value", "flag", "raw", "contributions"):
+                assert np.array_equal(getattr(mb.prepared.anomaly, name), getattr(want, name)), name
+    finally:
+        ahead.close()
 
 
 def test_a_killed_child_loses_nothing() -> None:

@@ -13,10 +13,12 @@ from scipy import stats
 from scipy.spatial.distance import mahalanobis
 
 from baselines.anomaly_fit import _categorical_tail, fit_anomaly_model
-from detector.anomaly import AnomalyDetector, AnomalyModel
+from detector.anomaly import AnomalyDetector
 from detector.base import Artifact, Detector
 from detector.decision import AlertDecision
+from detector.errors import SchemaMismatchError
 from detector.schema import MISSING, UNSEEN, EventBatch
+from detector.scoring import AnomalyModel
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 F = 8
@@ -312,6 +314,19 @@ def test_batch_equals_row_by_row(loda_model: AnomalyModel) -> None:
         got += [key(d, i) for d in many.update(b.take(slice(i, j)), seq=i)]
         i = j
     assert got == expected
+
+
+def test_scores_given_from_elsewhere_give_the_same_records_and_must_fit_the_batch(loda_model: AnomalyModel) -> None:
+    b = stream(3000, 13, burst=(1000, 1800))
+    here = AnomalyDetector(loda_model, size=400, step=100, min_events=50)
+    expected = [key(d, 0) for d in here.update(b, seq=0)]
+    assert expected
+    given = AnomalyDetector(loda_model, size=400, step=100, min_events=50)
+    scores = loda_model.score(b.numeric, b.categorical)  # (what a decoding process sends)
+    assert [key(d, 0) for d in given.update(b, seq=0, scores=scores)] == expected
+    assert given.last_scores is scores
+    with pytest.raises(SchemaMismatchError):
+        given.update(b.take(slice(0, 10)), seq=3000, scores=scores)
 
 
 def test_snapshot_restore_continues_identically(loda_model: AnomalyModel) -> None:

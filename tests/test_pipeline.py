@@ -70,6 +70,24 @@ def test_all_detectors_fire_and_chunking_does_not_matter(baseline: Any) -> None:
     assert [a["source"]["line"] for a in small] == [a["source"]["line"] for a in big]
 
 
+def test_chunks_prepared_elsewhere_give_the_same_alerts(baseline: Any) -> None:
+    from streams.ahead import prepare
+
+    lines = _stream()
+    settings = Settings()
+    pipe = Pipeline({"credit-risk": baseline}, settings, config_digest=settings.detection_digest())
+    preparers = pipe.preparers()
+    assert not preparers["credit-risk"].empty
+    alerts: list[dict[str, Any]] = []
+    for a in range(0, len(lines), 4_000):
+        part = lines[a : a + 4_000]
+        decoded = prepare(pipe.decoder.decode(part), preparers)
+        assert all(mb.prepared is not None and mb.prepared.anomaly is not None for mb in decoded.batches)
+        alerts += pipe.process_decoded(decoded, Positions.file_lines("s.jsonl", a + 1, len(part))).alerts
+    assert any(a["kind"] == "anomaly_rate" for a in alerts)
+    assert alerts == _run(baseline, lines, 4_000)
+
+
 def test_snapshot_restore_mid_stream(baseline: Any, tmp_path: Path) -> None:
     lines = _stream()
     settings = Settings()

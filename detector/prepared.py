@@ -1,0 +1,50 @@
+"""Per-event work that needs no detector state, so it can run where a batch is decoded.
+
+The detectors keep state from batch to batch, but part of their work on a batch depends only on its
+events and the baseline: the anomaly scores of each event. A :class:`Preparer` does that part; a
+decoding process can run it on the next batch while this process detects on the current one, and
+:meth:`~detector.monitor.ModelMonitor.update` takes the :class:`Prepared` result (or computes the
+same itself when given none).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from detector.schema import EventBatch
+from detector.scoring import AnomalyModel, AnomalyScores
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The state-free results for one batch: its anomaly scores (None: no anomaly detector)."""
+
+    anomaly: AnomalyScores | None = None
+
+
+@dataclass(frozen=True)
+class Preparer:
+    """Computes :class:`Prepared` for batches of one model; picklable (arrays of the baseline only).
+
+    Get it from :attr:`ModelMonitor.preparer <detector.monitor.ModelMonitor.preparer>`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from baselines.anomaly_fit import fit_anomaly_model
+    >>> rng = np.random.default_rng(0)
+    >>> model = fit_anomaly_model(rng.normal(size=(5000, 2)), numeric_names=("a", "b"), seed=0)
+    >>> prepared = Preparer(model)(EventBatch.from_arrays(np.array([[0.0, 0.0], [9.0, 0.0]])))
+    >>> prepared.anomaly.flag.tolist()
+    [False, True]
+    """
+
+    anomaly: AnomalyModel | None = None
+
+    @property
+    def empty(self) -> bool:
+        """Whether there is nothing to prepare."""
+        return self.anomaly is None
+
+    def __call__(self, batch: EventBatch) -> Prepared:
+        return Prepared(anomaly=None if self.anomaly is None else self.anomaly.score(batch.numeric, batch.categorical))
