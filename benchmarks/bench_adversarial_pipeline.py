@@ -685,11 +685,13 @@ def _result(seconds: float, cpu: float, events: int, **extra: Any) -> dict[str, 
 
 def w_replay(cfg: dict[str, Any]) -> dict[str, Any]:
     """Whole-pipeline file replay: read, decode, every detector, alert records to a JSONL file (fsync)."""
+    from streams import process
     from streams.files import JsonlWriter, dead_letter_record
     from streams.replay import replay_file
     from streams.service import load_active_baselines, open_store
 
     limits = _limit_blas()
+    process.settle()  # what ``inferwatch replay`` does first (one BLAS thread, freed memory kept)
     settings = _settings(cfg["store"], adversarial={"max_clients": cfg["max_clients"]})
     baselines = load_active_baselines(open_store(settings))
     with tempfile.TemporaryDirectory(prefix="bench-advpipe-replay-") as tmp:
@@ -742,11 +744,13 @@ def w_orjson(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def w_stages(cfg: dict[str, Any]) -> dict[str, Any]:
     """The replay loop with its stages timed: read, decode, the monitor (and the adversarial detector in it)."""
+    from streams import process
     from streams.files import read_jsonl_chunks
     from streams.pipeline import Positions
     from streams.service import load_active_baselines, make_pipeline, open_store
 
     limits = _limit_blas()
+    process.settle()
     settings = _settings(cfg["store"], adversarial={"max_clients": cfg["max_clients"]})
     pipeline = make_pipeline(settings, load_active_baselines(open_store(settings)))
     spent = {"read": 0.0, "decode": 0.0, "detect": 0.0, "adversarial": 0.0, "anomaly": 0.0}

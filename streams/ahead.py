@@ -17,8 +17,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from threadpoolctl import threadpool_limits
-
+from streams import process
 from streams.decode import Decoder, DecodeResult
 from streams.shm import ChunkSlots, Packed, bytes_per_event, pack_inline, unpack
 
@@ -48,17 +47,11 @@ def prepare(decoded: DecodeResult, preparers: Preparers) -> DecodeResult:
     return replace(decoded, batches=batches)
 
 
-def pin_blas() -> None:
-    """One BLAS thread in this process, as the service's main process has (``streams.cli``): a decoding
-    process's BLAS calls (anomaly scores) would otherwise spin threads against the detecting process."""
-    threadpool_limits(1)
-
-
 def _start(decoder: Decoder, preparers: Preparers, spec: tuple[str, int, int] | None) -> None:
     global _decoder, _preparers, _slots
     _decoder, _preparers = decoder, preparers
     _slots = None if spec is None else ChunkSlots.attach(spec)
-    pin_blas()  # (after the preparers' imports have loaded every BLAS library they use)
+    process.settle()
 
 
 def _ready() -> bool:

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from threadpoolctl import threadpool_limits
 
 from baselines.build import build_baseline, infer_schema, load_baseline
 from baselines.errors import BaselineError
 from baselines.store import BaselineStore
+from streams import process
 from streams.config import Settings, load_settings
 from streams.decode import DeadLetter, Decoder, parse_events, parse_ts
 from streams.errors import ConfigError, StreamsError
@@ -402,9 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``inferwatch`` console script."""
     args = build_parser().parse_args(argv)
-    # One BLAS thread: the detectors make many small BLAS calls, which are 4-370x slower when
-    # BLAS threads fight the service's own threads on a busy machine (benchmarks/).
-    threadpool_limits(1)
+    process.settle()  # one BLAS thread, freed memory kept for reuse
     try:
         return int(args.func(args))
     except (StreamsError, BaselineError, ConfigError) as e:

@@ -15,7 +15,8 @@ from typing import IO, Any
 
 import orjson
 
-from streams.ahead import Preparers, pin_blas, prepare
+from streams import process
+from streams.ahead import Preparers, prepare
 from streams.decode import DeadLetter, Decoder, DecodeResult
 from streams.errors import SourceError
 from streams.shm import ChunkSlots, bytes_per_event, pack_inline, unpack
@@ -79,6 +80,7 @@ def _decode_worker(
     spec: tuple[str, int, int] | None,
     free: Any,
 ) -> None:
+    process.settle()
     slots = None if spec is None else ChunkSlots.attach(spec)
     try:
         loaded: Preparers | None = None
@@ -95,7 +97,6 @@ def _decode_worker(
             out.put((packed, numbers))
             if loaded is None:
                 loaded = pickle.loads(preparers)
-                pin_blas()
     except SourceError as e:
         out.put(e)
     except BaseException as e:  # reported to the parent, which raises it
