@@ -8,8 +8,10 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from detector.binning import Binner
+from detector.errors import SchemaMismatchError
 from detector.reference import Reference, Role
-from detector.schema import MISSING, UNSEEN, EventBatch
+from detector.schema import EventBatch
 from detector.stats import BinnedComparison, chi2_homogeneity
 from detector.window import PaneWindow
 
@@ -101,22 +103,13 @@ class DriftMonitor:
         self.step = step
         self.min_events = min_events
         ref = reference
-        if ref.n_bins > 255:  # bins and the missing slot are counted in uint8 by cells()
-            raise ValueError(f"DriftMonitor supports at most 255 bins per column, the reference has {ref.n_bins}")
-        self._n_num = len(ref.num_names)
-        self._n_cat = len(ref.cat_names)
-        self._num_width = ref.n_bins + 1  # bins, then missing
-        self._cat_width = ref.cat_counts.shape[1] + 1  # categories, unseen, then missing
-        n_cells = self._n_num * self._num_width + self._n_cat * self._cat_width
-        self._num_offset = (np.arange(self._n_num) * self._num_width).astype(np.int32)
-        self._cat_offset = (self._n_num * self._num_width + np.arange(self._n_cat) * self._cat_width).astype(np.int32)
-        # One (n_num, 1) column of edges per comparison pass over the column-major batch.
-        self._edges_cols = [np.ascontiguousarray(ref.edges[:, k : k + 1]) for k in range(ref.edges.shape[1])]
+        self.binner = Binner(ref)
+        self._n_num, self._n_cat = self.binner.n_num, self.binner.n_cat
+        self._num_width, self._cat_width = self.binner.num_width, self.binner.cat_width
         self._ref_num = BinnedComparison(ref.num_counts)
         self._ref_cat = BinnedComparison(ref.cat_counts)
         self._ref_cat_counts = ref.cat_counts
-        self._pane_window = PaneWindow(n_cells, by=window, size=size, step=step, min_events=min_events)
-        self._buf_cap = -1  # no buffers yet: even an empty first batch allocates them
+        self._pane_window = PaneWindow(self.binner.n_cells, by=window, size=size, step=step, min_events=min_events)
         self._reset()
 
     def _reset(self) -> None:
@@ -135,50 +128,20 @@ class DriftMonitor:
         """Events that arrived after their window had passed (time windows only)."""
         return self._pane_window.late_dropped
 
-    def _buffers(
-        self, n: int
-    ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.uint8], npt.NDArray[np.bool_], npt.NDArray[np.float64]]:
-        # Reused across batches: allocating these per batch makes glibc fault them back in each time.
-        if n > self._buf_cap:
-            self._buf_cap = max(n, 1024)
-            self._cells_t = np.empty((self._n_num + self._n_cat, self._buf_cap), dtype=np.int32)
-            self._acc = np.empty((self._n_num, self._buf_cap), dtype=np.uint8)
-            self._cmp = np.empty((self._n_num, self._buf_cap), dtype=np.bool_)
-            self._xt = np.empty(self._n_num * self._buf_cap, dtype=np.float64)
-        xt = self._xt[: self._n_num * n].reshape(self._n_num, n)  # contiguous, as the comparisons want
-        return self._cells_t[:, :n], self._acc[:, :n], self._cmp[:, :n], xt
-
     def cells(self, batch: EventBatch) -> npt.NDArray[np.int32]:
-        """Histogram cell of every event in every monitored column, ``(n_events, n_columns)``.
+        """:meth:`Binner.cells` of the batch (a view of a buffer reused by the next call)."""
+        return self.binner.cells(batch)
 
-        The result is a view of a buffer reused by the next call.
+    def update(self, batch: EventBatch, *, cells: npt.NDArray[np.int32] | None = None) -> DriftReport:
+        """Add a batch; return the statistics of every window evaluated on the way.
+
+        ``cells``: the batch's :meth:`cells`, computed elsewhere (a decoding process).
         """
-        x, c = self.reference.columns(batch)
-        n = len(batch)
-        cells_t, acc, cmp, xt = self._buffers(n)
-        # Column-major: each comparison is one long run against a scalar edge per column, ~2x
-        # faster than broadcasting a row of edges over short rows, and 3-6x faster than searchsorted.
-        np.copyto(xt, x.T)
-        acc[...] = 0
-        ones = cmp.view(np.uint8)
-        for e in self._edges_cols:
-            np.greater_equal(xt, e, out=cmp)
-            np.add(acc, ones, out=acc)
-        np.isnan(xt, out=cmp)
-        acc[cmp] = self._num_width - 1
-        np.add(acc, self._num_offset[:, None], out=cells_t[: self._n_num], casting="unsafe")
-        if self._n_cat:
-            cat = cells_t[self._n_num :]
-            cat[...] = c.T
-            unseen_slot = self._cat_width - 2
-            cat[cat == UNSEEN] = unseen_slot
-            cat[cat == MISSING] = unseen_slot + 1
-            cat += self._cat_offset[:, None]
-        return cells_t.T
-
-    def update(self, batch: EventBatch) -> DriftReport:
-        """Add a batch; return the statistics of every window evaluated on the way."""
-        closes = self._pane_window.update(self.cells(batch), batch.ts)
+        if cells is None:
+            cells = self.cells(batch)
+        elif cells.shape != (len(batch), self._n_num + self._n_cat):
+            raise SchemaMismatchError(f"cells of shape {cells.shape} for {len(batch)} events")
+        closes = self._pane_window.update(cells, batch.ts)
         return self._report(closes.counts, closes)
 
     def flush(self) -> DriftReport:

@@ -160,7 +160,7 @@ class ModelMonitor:
     @property
     def preparer(self) -> Preparer:
         """What :meth:`update` computes from a batch alone (no state), to run elsewhere (a decoding process)."""
-        return Preparer(anomaly=None if self.anomaly is None else self.anomaly.model)
+        return Preparer(binner=self.drift.binner, anomaly=None if self.anomaly is None else self.anomaly.model)
 
     def update(
         self,
@@ -176,7 +176,7 @@ class ModelMonitor:
         ``prepared`` is :attr:`preparer` applied to ``batch`` (computed here when None).
         """
         seq = self._seq
-        report = self.drift.update(batch)
+        report = self.drift.update(batch, cells=None if prepared is None else prepared.cells)
         decisions = self.policy.decide(report)
         if self.validator is not None:
             decisions += self.validator.update(batch, seq=seq, extra=violations)

@@ -57,12 +57,17 @@ def test_chunks_come_back_decoded_in_order_as_here() -> None:
 
 def test_a_child_prepares_what_the_monitor_would_compute() -> None:
     from baselines.anomaly_fit import fit_anomaly_model
+    from detector.binning import Binner
     from detector.prepared import Preparer
+    from detector.reference import fit_reference
+    from detector.schema import EventBatch
 
     rng = np.random.default_rng(0)
+    schema = Schema("m", numeric=("x", "y"))
     model = fit_anomaly_model(rng.normal(size=(5000, 2)), numeric_names=("x", "y"), seed=0)
-    decoder = Decoder({"m": Schema("m", numeric=("x", "y"))})
-    ahead = DecodeAhead(decoder, preparers={"m": Preparer(model)}, max_chunk=200)
+    binner = Binner(fit_reference(EventBatch.from_arrays(rng.normal(size=(5000, 2))), schema))
+    decoder = Decoder({"m": schema})
+    ahead = DecodeAhead(decoder, preparers={"m": Preparer(binner=binner, anomaly=model)}, max_chunk=200)
     ahead.wait_started()
     try:
         for c in (chunk(0, 150), chunk(150, 400)):  # in a slot, and through the pipe
@@ -70,6 +75,7 @@ def test_a_child_prepares_what_the_monitor_would_compute() -> None:
             assert_same(got, decoder.decode(c))
             (mb,) = got.batches
             assert mb.prepared is not None and mb.prepared.anomaly is not None
+            assert np.array_equal(mb.prepared.cells, binner.cells(mb.batch))
             want = model.score(mb.batch.numeric, mb.batch.categorical)
             for name in ("score", "p_value", "flag", "raw", "contributions"):
                 assert np.array_equal(getattr(mb.prepared.anomaly, name), getattr(want, name)), name

@@ -148,6 +148,29 @@ def test_batch_equals_chunks(window: str) -> None:
         assert m0.late_dropped > 0
 
 
+def test_cells_binned_elsewhere_give_the_same_statistics() -> None:
+    import pickle
+
+    ref = _reference()
+    b = _batch(np.random.default_rng(2), 1_200, shift=0.3)
+    b.numeric[::17, 1] = np.nan
+    b.categorical[::13, 0] = UNSEEN
+    here = DriftMonitor(ref, size=300, step=75, min_events=50)
+    whole = _feed(here, b)
+    binner = pickle.loads(pickle.dumps(here.binner))  # (a decoding process's copy, without buffers)
+    given = DriftMonitor(ref, size=300, step=75, min_events=50)
+    reps = []
+    for a in range(0, len(b), 500):
+        part = b.take(slice(a, a + 500))
+        cells = binner.cells(part).copy()
+        reps.append((given.update(part, cells=cells), a))
+    got = {f: np.concatenate([getattr(r, f) for r, _ in reps]) for f in ARRAY_FIELDS if f != "is_numeric"}
+    got["event_index"] = np.concatenate([r.event_index + a for r, a in reps])
+    _assert_same(whole, got)
+    with pytest.raises(SchemaMismatchError):
+        given.update(b.take(slice(0, 10)), cells=cells)
+
+
 # -- null behaviour ----------------------------------------------------------------------------------
 
 
