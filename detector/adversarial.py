@@ -87,6 +87,7 @@ from scipy import stats
 from detector.buffers import Scratch
 from detector.decision import AlertDecision, Severity, Status
 from detector.errors import SchemaMismatchError, SnapshotError
+from detector.queries import FP_BLOCKS, PROBE_BANDS, QueryFeatures, QueryFeaturizer, embed
 from detector.schema import MISSING, EventBatch
 
 FORMAT = 1
@@ -110,12 +111,12 @@ _STATE = 3
 # blocks of coordinates (column % _FP_BLOCKS) with a 4-bit hash each, two blocks a byte.
 _RAW = 2
 _RAW_COLS = 64
-_FP_BLOCKS = 32
+_FP_BLOCKS = FP_BLOCKS
 _STRUCT_SHARE = 0.6  # a step with at least this share of its changed coordinates at one |delta| is structured
 _STRUCT_REL = 0.02  # |delta|s within this share of the median |delta| (plus float16 rounding) are one
 # Probe hits (see ``AdversarialDetector._probe_pass``): the fingerprint's blocks in _PROBE_BANDS bands (consecutive
 # blocks), each band a salted key into its own part of the global probe table.
-_PROBE_BANDS = 8
+_PROBE_BANDS = PROBE_BANDS
 _PROBE_COLS = 6  # a probe log entry: fingerprint (2 int64), uid, seq, ts, client slot: 48 bytes
 _REF = (1 << 48) - 1  # a probe table slot: the band's 16 fingerprint bits << 48 | (log position + 1); 0 = empty
 _NO_SEQ = -(1 << 62)
@@ -211,14 +212,7 @@ class AdversarialArtifact:
 
     def embed(self, x: F64, scratch: Scratch | None = None) -> npt.NDArray[np.float32]:
         """Project feature rows (NaN counts as the reference center); ``scratch`` holds the intermediates."""
-        if scratch is None:
-            z = x - self.center
-        else:
-            z = scratch.get("embed.z", np.broadcast_shapes(x.shape, self.center.shape), np.result_type(x, self.center))
-            np.subtract(x, self.center, out=z)
-        z /= self.scale
-        np.copyto(z, 0.0, where=~np.isfinite(z))  # nan_to_num's three passes in one
-        return (z @ self.projection).astype(np.float32)
+        return embed(x, self.center, self.scale, self.projection, scratch)
 
     @classmethod
     def fit(
@@ -845,11 +839,13 @@ class AdversarialDetector:
         # fingerprint's per-coordinate hash multipliers (drawn after the index geometry, which stays as it was).
         nf = artifact.n_features
         cols = np.sort(irng.choice(nf, _RAW_COLS, replace=False)) if nf > _RAW_COLS else None
-        self._raw_cols = cols
-        self._fp_mult = irng.integers(1, 2**62, size=nf, dtype=np.uint64) * _U64(2) + _U64(1)
+        fp_mult = irng.integers(1, 2**62, size=nf, dtype=np.uint64) * _U64(2) + _U64(1)
         # probe table keys: per band, odd multipliers of its blocks' 64-bit hashes (drawn after the above)
-        self._pb_mult = irng.integers(1, 2**62, size=(_PROBE_BANDS, _FP_BLOCKS // _PROBE_BANDS), dtype=np.uint64)
-        self._pb_mult = self._pb_mult * _U64(2) + _U64(1)
+        pb_mult = irng.integers(1, 2**62, size=(_PROBE_BANDS, _FP_BLOCKS // _PROBE_BANDS), dtype=np.uint64)
+        #: What the detector reads from each query before any state (a decoding process may compute it).
+        self.featurizer = QueryFeaturizer(
+            artifact.center, artifact.scale, artifact.projection, cols, fp_mult, pb_mult * _U64(2) + _U64(1), probe_bits
+        )
         self._scratch = Scratch()  # large per-batch intermediates (not state)
         self._reset()
 
@@ -1160,11 +1156,19 @@ class AdversarialDetector:
 
     # ------------------------------------------------------------------------------------- update
 
-    def update(self, batch: EventBatch, *, seq: int, ood: npt.ArrayLike | None = None) -> list[AlertDecision]:
+    def update(
+        self,
+        batch: EventBatch,
+        *,
+        seq: int,
+        ood: npt.ArrayLike | None = None,
+        features: QueryFeatures | None = None,
+    ) -> list[AlertDecision]:
         """Feed one batch; ``seq`` is the stream sequence number of its first event.
 
         ``ood`` optionally flags out-of-distribution events (bool, or scores compared with
-        ``ood_threshold``). Events without a client id are skipped.
+        ``ood_threshold``). Events without a client id are skipped. ``features``: :attr:`featurizer`
+        applied to the batch elsewhere (a decoding process); computed here when None.
         """
         n = len(batch)
         if n == 0:
@@ -1193,20 +1197,19 @@ class AdversarialDetector:
 
         ids = pick(batch.client_id)
         ts = pick(batch.ts)
-        xr = pick(batch.numeric)
-        z = self.artifact.embed(xr, self._scratch)
-        raw16 = (xr if self._raw_cols is None else xr[:, self._raw_cols]).astype(np.float16, order="C")
-        fp, probe_pos = self._fingerprint(xr)
+        if features is None:
+            q = self.featurizer(batch if every else batch.take(rows))
+        elif len(features) != n:
+            raise SchemaMismatchError(f"query features of {len(features)} events for a batch of {n}")
+        else:
+            q = features if every else features.take(rows)
+        z, raw16, fp, probe_pos, margin = q.z, q.raw16, q.fp, q.probe_pos, q.margin
         pred = pick(batch.prediction_code).astype(np.int64)
         proba = pick(batch.proba)
         if proba.shape[1] >= 2:
-            top = -np.sort(-np.nan_to_num(proba, nan=-1.0), axis=1)[:, :2]
-            margin = np.where(top[:, 1] >= 0, top[:, 0] - top[:, 1], np.nan)
             miss = pred == MISSING
             if miss.any():
                 pred[miss] = np.argmax(np.nan_to_num(proba[miss], nan=-1.0), axis=1)
-        else:
-            margin = np.full(len(rows), np.nan)
         pred = np.clip(pred, -1, 15)
         slots = self._slots(ids, ts)
         # the summary before the batch: a flood alert lists the heavy hitters as of its own row
@@ -1230,38 +1233,6 @@ class AdversarialDetector:
         # (``event_index``, the stream position minus ``seq``; ``pane`` keeps the stream position).
         out.sort(key=lambda a: (a.event_index, KINDS.index(a.kind), a.client_id or ""))
         return out
-
-    def _fingerprint(self, x: F64) -> tuple[npt.NDArray[np.uint8], I64]:
-        """Fingerprints of raw feature rows: the exact float64 bits of column ``i`` go to block ``i % _FP_BLOCKS``,
-        each block keeps a 4-bit hash, two blocks a byte. Two queries differ in at least the blocks whose
-        fingerprints differ (a changed block keeps its hash with probability 1/16); any change counts, however
-        small (a step of 1e-4 that float16 values cannot show).
-
-        Also each row's probe table positions, ``(_PROBE_BANDS, n)``: band ``b`` (blocks ``4b .. 4b + 3``) hashed
-        from the blocks' full 64-bit hashes into part ``b`` of the table. Queries that agree on a band's blocks
-        share its position."""
-        n, f = x.shape
-        bits = np.ascontiguousarray(x).view(np.uint64)
-        width = -(-f // _FP_BLOCKS) * _FP_BLOCKS
-        h = self._scratch.get("fp.h", (n, width), np.uint64)
-        h[:, f:] = 0
-        # a sum of odd multiples modulo 2**64: a change of one value always changes its block's sum
-        np.multiply(bits, self._fp_mult, out=h[:, :f])
-        blocks = h[:, :_FP_BLOCKS].copy()
-        for c in range(_FP_BLOCKS, width, _FP_BLOCKS):
-            blocks += h[:, c : c + _FP_BLOCKS]
-        blocks ^= blocks >> _U64(31)
-        blocks *= _U64(0xBF58476D1CE4E5B9)
-        nib = (blocks >> _U64(60)).astype(np.uint8)
-        out: npt.NDArray[np.uint8] = nib[:, 0::2] | (nib[:, 1::2] << np.uint8(4))
-        # uint64 products and sums wrap modulo 2**64, so the summation order cannot change the key
-        key = np.einsum("nbk,bk->bn", blocks.reshape(n, _PROBE_BANDS, -1), self._pb_mult)
-        key ^= key >> _U64(29)
-        key *= _U64(0xBF58476D1CE4E5B9)
-        key ^= key >> _U64(32)
-        pos = (key >> _U64(64 - self.probe_bits)).astype(np.int64)
-        pos += (np.arange(_PROBE_BANDS, dtype=np.int64) << self.probe_bits)[:, None]
-        return out, pos
 
     def _probe_pass(
         self, pos: I64, fp: npt.NDArray[np.uint8], slots: I64, seqs: I64, ts: I64

@@ -160,7 +160,11 @@ class ModelMonitor:
     @property
     def preparer(self) -> Preparer:
         """What :meth:`update` computes from a batch alone (no state), to run elsewhere (a decoding process)."""
-        return Preparer(binner=self.drift.binner, anomaly=None if self.anomaly is None else self.anomaly.model)
+        return Preparer(
+            binner=self.drift.binner,
+            anomaly=None if self.anomaly is None else self.anomaly.model,
+            queries=None if self.adversarial is None else self.adversarial.featurizer,
+        )
 
     def update(
         self,
@@ -187,7 +191,8 @@ class ModelMonitor:
             extras["scores"] = self.anomaly.last_scores
             ood = None if self.anomaly.last_scores is None else self.anomaly.last_scores.flag
         if self.adversarial is not None:
-            decisions += self.adversarial.update(batch, seq=seq, ood=ood)
+            queries = None if prepared is None else prepared.queries
+            decisions += self.adversarial.update(batch, seq=seq, ood=ood, features=queries)
         alerts = _on_batch(batch, decisions)
         if self.performance is not None:
             alerts += _on_batch(batch, self.performance.update(batch, seq=seq))

@@ -1,8 +1,9 @@
 """Per-event work that needs no detector state, so it can run where a batch is decoded.
 
 The detectors keep state from batch to batch, but part of their work on a batch depends only on its
-events and the baseline: the histogram cells the drift windows count, and the anomaly scores of
-each event. A :class:`Preparer` does that part; a
+events and the baseline: the histogram cells the drift windows count, the anomaly scores of each
+event, and what the adversarial detector reads from each query (:mod:`detector.queries`). A
+:class:`Preparer` does that part; a
 decoding process can run it on the next batch while this process detects on the current one, and
 :meth:`~detector.monitor.ModelMonitor.update` takes the :class:`Prepared` result (or computes the
 same itself when given none).
@@ -16,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from detector.binning import Binner
+from detector.queries import QueryFeatures, QueryFeaturizer
 from detector.schema import EventBatch
 from detector.scoring import AnomalyModel, AnomalyScores
 
@@ -27,6 +29,7 @@ class Prepared:
 
     cells: npt.NDArray[np.int32] | None = None
     anomaly: AnomalyScores | None = None
+    queries: QueryFeatures | None = None
 
 
 @dataclass(frozen=True)
@@ -48,11 +51,12 @@ class Preparer:
 
     binner: Binner | None = None
     anomaly: AnomalyModel | None = None
+    queries: QueryFeaturizer | None = None
 
     @property
     def empty(self) -> bool:
         """Whether there is nothing to prepare."""
-        return self.binner is None and self.anomaly is None
+        return self.binner is None and self.anomaly is None and self.queries is None
 
     def __call__(self, batch: EventBatch) -> Prepared:
         cells = None
@@ -60,4 +64,4 @@ class Preparer:
             # a copy (the binner reuses its buffer), laid out as the binner's own result: column-major
             cells = np.ascontiguousarray(self.binner.cells(batch).T).T
         scores = None if self.anomaly is None else self.anomaly.score(batch.numeric, batch.categorical)
-        return Prepared(cells=cells, anomaly=scores)
+        return Prepared(cells=cells, anomaly=scores, queries=None if self.queries is None else self.queries(batch))

@@ -13,7 +13,7 @@ import pytest
 
 from detector.adversarial import AdversarialArtifact, AdversarialDetector, SpaceSaving
 from detector.decision import AlertDecision
-from detector.errors import SnapshotError
+from detector.errors import SchemaMismatchError, SnapshotError
 from detector.schema import EventBatch
 
 F, K = 16, 3
@@ -206,6 +206,24 @@ def test_batch_equals_row_by_row(artifact: AdversarialArtifact) -> None:
     for s in range(0, len(b), 37):
         mid += chunks.update(b.take(slice(s, s + 37)), seq=s)
     assert [key(a) for a in whole] == [key(a) for a in mid]
+
+
+def test_query_features_computed_elsewhere_give_the_same_alerts(artifact: AdversarialArtifact) -> None:
+    import pickle
+
+    b = mixed_stream(np.random.default_rng(6))
+    b.client_id[::11] = None  # (skipped: the features of the other rows are used)
+    whole = det(artifact).update(b, seq=0)
+    assert {a.kind for a in whole} >= {"evasion_probing", "query_flood"}
+    given = det(artifact)
+    featurizer = pickle.loads(pickle.dumps(given.featurizer))  # (a decoding process's copy)
+    got: list[AlertDecision] = []
+    for s in range(0, len(b), 97):
+        part = b.take(slice(s, s + 97))
+        got += given.update(part, seq=s, features=featurizer(part))
+    assert [key(a) for a in got] == [key(a) for a in whole]
+    with pytest.raises(SchemaMismatchError):
+        given.update(b.take(slice(0, 97)), seq=len(b), features=featurizer(b.take(slice(0, 5))))
 
 
 def test_snapshot_restore_continues(artifact: AdversarialArtifact) -> None:

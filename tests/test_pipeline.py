@@ -82,7 +82,10 @@ def test_chunks_prepared_elsewhere_give_the_same_alerts(baseline: Any) -> None:
     for a in range(0, len(lines), 4_000):
         part = lines[a : a + 4_000]
         decoded = prepare(pipe.decoder.decode(part), preparers)
-        assert all(mb.prepared and mb.prepared.anomaly and mb.prepared.cells is not None for mb in decoded.batches)
+        assert all(
+            mb.prepared and mb.prepared.anomaly and mb.prepared.queries and mb.prepared.cells is not None
+            for mb in decoded.batches
+        )
         alerts += pipe.process_decoded(decoded, Positions.file_lines("s.jsonl", a + 1, len(part))).alerts
     assert any(a["kind"] == "anomaly_rate" for a in alerts)
     assert alerts == _run(baseline, lines, 4_000)
