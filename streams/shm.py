@@ -13,6 +13,7 @@ goes in the message as an ordinary pickle: slower, same result.
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,6 +25,17 @@ import numpy as np
 from detector.schema import Schema
 
 log = logging.getLogger(__name__)
+
+
+_SHM_DIR = "/dev/shm"  # where POSIX shared memory lives on Linux
+
+
+def _free_bytes(path: str) -> int | None:
+    try:
+        st = os.statvfs(path)
+    except (OSError, AttributeError):  # no such directory (not Linux): shm_open reports any problem itself
+        return None
+    return st.f_bavail * st.f_frsize
 
 
 def bytes_per_event(schemas: Iterable[Schema]) -> int:
@@ -80,8 +92,20 @@ class ChunkSlots:
         """A new segment, or None (logged) when the system cannot give one."""
         if n_slots < 1 or slot_bytes < 1:
             raise ValueError("need n_slots >= 1 and slot_bytes >= 1")
+        size = n_slots * slot_bytes
+        # The segment is a sparse file on a tmpfs: creating it succeeds whatever its size, and writing
+        # a page the tmpfs has no room for kills the writer (SIGBUS). Leave room for others, too.
+        free = _free_bytes(_SHM_DIR)
+        if free is not None and size > free // 2:
+            log.warning(
+                "%s has %d MiB free, too little for %d MiB of decoded chunks: they go through the pipe",
+                _SHM_DIR,
+                free >> 20,
+                size >> 20,
+            )
+            return None
         try:
-            shm = shared_memory.SharedMemory(create=True, size=n_slots * slot_bytes)
+            shm = shared_memory.SharedMemory(create=True, size=size)
         except OSError as e:
             log.warning("no shared memory for decoded chunks (%s): they go through the pipe", e)
             return None

@@ -80,3 +80,12 @@ def test_without_shared_memory_everything_goes_inline(monkeypatch: pytest.Monkey
     assert ChunkSlots.create(3, 1 << 20) is None
     obj = sample(10)
     assert_equal(obj, unpack(None, pack_inline(obj)))
+
+
+def test_a_tmpfs_without_room_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    # writing beyond a full tmpfs would kill the process (SIGBUS), so too little room means the pipe
+    monkeypatch.setattr(shm, "_free_bytes", lambda path: 3 << 20)
+    fits = ChunkSlots.create(1, 1 << 20)  # 1 MiB of 3
+    assert fits is not None
+    fits.close()
+    assert ChunkSlots.create(3, 1 << 20) is None
