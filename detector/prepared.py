@@ -3,10 +3,9 @@
 The detectors keep state from batch to batch, but part of their work on a batch depends only on its
 events and the baseline: the histogram cells the drift windows count, the anomaly scores of each
 event, and what the adversarial detector reads from each query (:mod:`detector.queries`). A
-:class:`Preparer` does that part; a
-decoding process can run it on the next batch while this process detects on the current one, and
-:meth:`~detector.monitor.ModelMonitor.update` takes the :class:`Prepared` result (or computes the
-same itself when given none).
+:class:`Preparer` does that part; a decoding process can run it on the next batch while this process
+detects on the current one, and :meth:`~detector.monitor.ModelMonitor.update` takes the
+:class:`Prepared` result (or computes the same itself when given none).
 """
 
 from __future__ import annotations
@@ -24,8 +23,8 @@ from detector.scoring import AnomalyModel, AnomalyScores
 
 @dataclass(frozen=True)
 class Prepared:
-    """The state-free results for one batch: its drift cells (``(n_events, n_columns)``) and its
-    anomaly scores (None: not computed, or no anomaly detector)."""
+    """The state-free results for one batch: its drift cells (``(n_events, n_columns)``), its anomaly
+    scores and its query features (each None: not computed, or no such detector)."""
 
     cells: npt.NDArray[np.int32] | None = None
     anomaly: AnomalyScores | None = None

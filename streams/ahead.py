@@ -4,8 +4,8 @@ Decoding is about two thirds of the service's work per event (benchmarks/results
 holds the GIL, so a thread cannot overlap it with detection; a child process can. The child gets a
 copy of the decoder once and then only message values in and :class:`~streams.decode.DecodeResult`
 values out, so results are the same as decoding in this process (``tests/test_service_kafka.py``).
-It also does the detectors' work that needs no state (anomaly scores; :mod:`detector.prepared`), which
-otherwise falls on the busier process.
+It also does the detectors' work that needs no state (drift cells, anomaly scores, query features;
+:mod:`detector.prepared`), which otherwise falls on the busier process.
 """
 
 from __future__ import annotations
