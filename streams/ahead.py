@@ -52,6 +52,7 @@ def _start(decoder: Decoder, preparers: Preparers, spec: tuple[str, int, int] | 
     _decoder, _preparers = decoder, preparers
     _slots = None if spec is None else ChunkSlots.attach(spec)
     process.settle()
+    process.exit_with_parent()
 
 
 def _ready() -> bool:

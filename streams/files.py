@@ -81,6 +81,7 @@ def _decode_worker(
     free: Any,
 ) -> None:
     process.settle()
+    process.exit_with_parent()
     slots = None if spec is None else ChunkSlots.attach(spec)
     try:
         loaded: Preparers | None = None

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -101,3 +105,35 @@ def test_a_killed_child_loses_nothing() -> None:
         assert not ahead.alive
     finally:
         ahead.close()
+
+
+def test_children_end_with_their_killed_parent(tmp_path: Path) -> None:
+    # the service killed: its decoding child must not wait on its queue for ever, holding its memory
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import os, signal, sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})\n"
+        "from detector.schema import Schema\n"
+        "from streams.ahead import DecodeAhead\n"
+        "from streams.decode import Decoder\n"
+        "if __name__ == '__main__':\n"
+        "    ahead = DecodeAhead(Decoder({'m': Schema('m', numeric=('x',))}))\n"
+        "    ahead.wait_started()\n"
+        "    print(*ahead._pool._processes, flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == -signal.SIGKILL
+    (child,) = [int(p) for p in proc.stdout.split()]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(child):
+        time.sleep(0.1)
+    assert not _alive(child)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"  # (a zombie has ended)
+    except FileNotFoundError:
+        return False
