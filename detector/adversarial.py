@@ -18,7 +18,10 @@ classes and sequence numbers, and a few counters. From it, per event:
   (ZOO's steps of 1e-4 are below float16), but their queries are *structured steps* from one of the
   client's last two raw queries: a few coordinates changed (seen exactly through a fingerprint of the
   float64 values), or most changed coordinates moved by one amount, and exact repeats of a query right
-  after such steps (Square re-queries its best). A second CUSUM counts them; either one opens the alert.
+  after such steps (Square re-queries its best). Exact re-sends of the input a step starts from count too, once
+  the step shows they were a search querying its current best (Square sends its start point three times), and a
+  step that changes its base's predicted class counts twice. A second CUSUM counts them; either one opens the
+  alert.
 * **model extraction**: the rate of out-of-distribution queries (``ood`` flags given by the
   caller) and of queries closer to an earlier query than benign clients come but not duplicates
   (synthetic queries around seeds, PRADA's observation) are tested against their reference rates
@@ -63,8 +66,8 @@ through the (small) incident state machine event by event.
 
 Memory per tracked client (24 history x 16 components, float16): ~1,080 bytes of arrays, plus for
 structured steps 2 raw queries (float16 values of ``min(F, 64)`` coordinates, a salted subset beyond
-64, and 16-byte fingerprints) and 11 bytes of counters, and a probe-hit count (4 bytes):
-``1,091 + 4 * min(F, 64) + 43`` bytes, 1,390 for 64 features; plus the id map (~170 bytes). The global index is
+64, and 16-byte fingerprints, and their exact re-send counts) and 13 bytes of counters, and a probe-hit count (4
+bytes): ``1,091 + 4 * min(F, 64) + 45`` bytes, 1,392 for 64 features; plus the id map (~170 bytes). The global index is
 fixed (``2**index_bits`` slots x ``index_tables`` x 32 bytes, 32 MiB by default), and so is the probe table
 (``8 * 2**probe_bits`` slots of 8 bytes, 4 MiB by default, pointing into a log of the last ``2**probe_log_bits``
 queries, 48 bytes each: fingerprint, uid, seq, ts, slot; 12 MiB by default).
@@ -104,7 +107,7 @@ _POP_POW = (1.0 - _POP_DECAY) ** (np.array([[1.0], [-1.0]]) * np.arange(_POP_CHU
 _CAMP_RING = 32  # recent boundary hits kept per campaign to link new account pairs to it
 #: Layout version of :meth:`AdversarialDetector.snapshot` (``meta.state``); a snapshot of another layout (older ones
 #: have none) raises :class:`SnapshotError`, and the pipeline starts the detector afresh.
-_STATE = 3
+_STATE = 4
 # Structured steps (see ``AdversarialDetector._structured``): each client's last ``_RAW`` raw queries are kept as
 # float16 values of at most ``_RAW_COLS`` coordinates and a fingerprint of the exact values, ``_FP_BLOCKS``
 # blocks of coordinates (column % _FP_BLOCKS) with a 4-bit hash each, two blocks a byte.
@@ -877,6 +880,8 @@ class AdversarialDetector:
         fs = min(self.artifact.n_features, _RAW_COLS)
         self._raw = np.zeros((n, _RAW, fs), dtype=np.float16)
         self._raw_fp = np.zeros((n, _RAW, _FP_BLOCKS // 2), dtype=np.uint8)
+        # how often each of those queries had been re-sent exactly, back to back (saturating)
+        self._raw_rep = np.zeros((n, _RAW), dtype=np.uint8)
         self._n_struct = np.zeros(n, dtype=np.uint16)
         self._struct_at = np.zeros(n, dtype=np.uint32)
         self._ev_s = np.zeros(n, dtype=np.float32)
@@ -956,6 +961,7 @@ class AdversarialDetector:
         "ev",
         "raw",
         "raw_fp",
+        "raw_rep",
         "n_struct",
         "struct_at",
         "ev_s",
@@ -1564,7 +1570,7 @@ class AdversarialDetector:
         # re-queries its current best). Their own CUSUM, ``ev_s``: +1 per such query, -1 per other near-duplicate
         # (a noisy retry), -0.25 per other query. Benign clients rarely change a handful of coordinates exactly.
         cnt = cnt_g[gid] + j_in  # events before this one
-        struct, dup = self._structured(raw16, fp, order, gslot, gid, m_g, cnt_g, j_in)
+        struct, dup, base_r, base_rep = self._structured(raw16, fp, order, gslot, gid, m_g, cnt_g, j_in)
         n_struct0 = self._n_struct[gslot].astype(np.int64)
         # the client's event count at its last structured step (its low 32 bits are kept; none: far in the past)
         age0 = (cnt_g - self._struct_at[gslot].astype(np.int64)) & 0xFFFFFFFF
@@ -1573,7 +1579,13 @@ class AdversarialDetector:
         prev_pos = np.r_[-1, last_pos[:-1]]
         last_before = np.where(prev_pos >= gstarts[gid], cnt[np.maximum(prev_pos, 0)], last0[gid])
         credit = dup & ~struct & (cnt - last_before <= 2 * _RAW)
-        x_s = np.where(struct | credit, 1.0, np.where(near, -1.0, -0.25))
+        # A step from an input the client had re-sent exactly: those re-sends were the search querying its current
+        # best (Square queries its start point more than once), not retries; they count once the step shows it (up
+        # to _RAW of them, and only those too long after a step to have counted already). A step that changes the
+        # predicted class of its base found what a search looks for.
+        retro = np.where(cnt - last_before > 2 * _RAW, np.minimum(base_rep, _RAW), 0)
+        s_flip = struct & (e_pred[p - np.maximum(base_r, 1)].astype(np.int64) != predo)
+        x_s = np.where(struct | credit, 1.0 + struct * (retro + s_flip), np.where(near, -1.0, -0.25))
         # --- ring write-back: each client's last min(h, new) events (older entries stay where they are)
         wk = np.flatnonzero(j_in >= m_g[gid] - h)
         wslot = gslot[gid[wk]]
@@ -1790,9 +1802,11 @@ class AdversarialDetector:
         m_g: I64,
         cnt_g: I64,
         j_in: I64,
-    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_], I64, I64]:
         """Per event (sorted by client, as in ``_process``): whether it is a structured step from one of its client's
-        previous ``_RAW`` queries, and whether it repeats one exactly. Writes the events to the clients' raw rings.
+        previous ``_RAW`` queries, whether it repeats one exactly, how many queries back the step's base is (0: no
+        step), and how often the base had been re-sent exactly (a chain of exact repeats, each of one of the
+        ``_RAW`` queries before it). Writes the events to the clients' raw rings.
 
         Against each earlier query: ``changed`` blocks of the exact fingerprints differ, ``nnz`` float16 coordinates
         differ. A repeat changes no block. A structured step changes some, and either few coordinates (at most
@@ -1818,10 +1832,10 @@ class AdversarialDetector:
         if tf:
             grp = np.repeat(np.arange(n_g), fr)
             i = np.arange(tf) - np.repeat(np.cumsum(fr) - fr, fr)
-            flat = gslot[grp] * _RAW + (cnt_g[grp] - fr[grp] + i) % _RAW
+            flat_in = gslot[grp] * _RAW + (cnt_g[grp] - fr[grp] + i) % _RAW
             dst = rs[grp] + i
-            _put_rows(vals, dst, _take_rows(ring, flat))
-            _put_rows(fps, dst, _take_rows(ring_fp, flat))
+            _put_rows(vals, dst, _take_rows(ring, flat_in))
+            _put_rows(fps, dst, _take_rows(ring_fp, flat_in))
         rp = rs[gid] + fr[gid] + j_in
         r16 = _take_rows(raw16.view(np.uint16), order)
         fpo = _take_rows(fp, order)
@@ -1834,6 +1848,8 @@ class AdversarialDetector:
         avail = fr[gid] + j_in
         struct = np.zeros(n, dtype=bool)
         dup = np.zeros(n, dtype=bool)
+        base_r = np.zeros(n, dtype=np.int64)  # the structured step's base, queries back (the most recent one)
+        dup_r = np.zeros(n, dtype=np.int64)  # the query repeated, queries back (the most recent one)
         best = np.full(n, fs + 1, dtype=np.int64)  # fewest changed coordinates among the share-test candidates
         best_r = np.zeros(n, dtype=np.int64)
         fpo64 = fpo.view(np.uint64)
@@ -1848,8 +1864,11 @@ class AdversarialDetector:
             changed = np.bitwise_count(x).sum(axis=1, dtype=np.int64)
             ne = (r16 if every else r16[e]) != _take_rows(vals, q - r)
             nnz = ne.view(np.uint8).sum(axis=1, dtype=np.uint8).astype(np.int64)  # float16 values that differ
-            dup[e] |= changed == 0
+            same = changed == 0
+            dup_r[e[same & ~dup[e]]] = r
+            dup[e] |= same
             sparse = (changed >= 1) & (changed <= min(limit, 3 * _FP_BLOCKS // 4)) & (nnz * f <= limit * fs)
+            base_r[e[sparse & ~struct[e]]] = r
             struct[e] |= sparse
             cand = (changed >= 1) & ~sparse & (nnz >= 2) & (nnz < best[e])
             best[e[cand]] = nnz[cand]
@@ -1876,8 +1895,35 @@ class AdversarialDetector:
                 agree = np.abs(np.subtract(d, med[:, None], out=b), out=b) <= tol[:, None]
                 n_agree = agree.view(np.uint8).sum(axis=1, dtype=np.uint8)
             # a row whose rounding is a sizeable share of the median cannot tell a step from noise
-            struct[t] = (k >= 2) & (n_agree >= _STRUCT_SHARE * k) & (rnd <= 0.25 * med)
-        return struct, dup
+            ok = (k >= 2) & (n_agree >= _STRUCT_SHARE * k) & (rnd <= 0.25 * med)
+            struct[t] = ok
+            base_r[t[ok]] = best_r[t[ok]]
+        # Exact re-sends, back to back: an event repeating the query ``dup_r`` back was sent once more than it. A
+        # client's chain of repeats can span the batch, so the counts are path lengths (pointer doubling: log2 of the
+        # longest chain passes, over the repeats only); the ring's entries bring their counts from earlier batches.
+        reps = sc.get("st.reps", (tot,), np.int64)
+        reps[...] = 0
+        if tf:
+            reps[dst] = self._raw_rep.reshape(-1)[flat_in]
+        d_i = np.flatnonzero(dup)
+        if len(d_i):
+            at = rp[d_i]
+            src = at - dup_r[d_i]
+            acc = np.ones(len(d_i), dtype=np.int64)
+            pos = np.full(tot, -1, dtype=np.int64)  # where each repeat is among d_i
+            pos[at] = np.arange(len(d_i))
+            nxt = pos[src]  # -1: the chain ends at a query that repeats nothing (its own count, from the ring)
+            acc += np.where(nxt < 0, reps[src], 0)
+            while (nxt >= 0).any():
+                live = nxt >= 0
+                acc = acc + np.where(live, acc[np.maximum(nxt, 0)], 0)
+                hop = nxt[np.maximum(nxt, 0)]
+                nxt = np.where(live, hop, -1)
+            reps[at] = acc
+        base_rep = np.where(struct, reps[rp - base_r], 0)
+        wr = rp[wk]
+        self._raw_rep.reshape(-1)[flat] = np.minimum(reps[wr], 255).astype(np.uint8)
+        return struct, dup, base_r, base_rep
 
     def _population(self, z: npt.NDArray[np.float32], is_ood: npt.NDArray[np.bool_]) -> tuple[F64, F64]:
         """Population gate seen by every event (stream order, state before the event): the distance scale
