@@ -39,7 +39,8 @@ classes and sequence numbers, and a few counters. From it, per event:
   a near-copy of the step before, sent by another account: a second global table, keyed by bands of the
   exact-value fingerprints (8 bands of 4 blocks, salted), finds for every query the most recent query of another
   client, of the last few minutes, that differs from it in 1 to 4 of the 32 blocks (a *probe hit*; exact
-  repeats are none). Both clients count the hit; a hit links the two into a campaign while probe hits are at
+  repeats are none, unless they copy a probe hit of the last few minutes: a split Square's re-queries of its
+  best point). Both clients count the hit; a hit links the two into a campaign while probe hits are at
   least half of each one's queries, and a client is listed once it has two (an account of a search split over
   more ids than it has steps sends one query: it is listed when its step continues the campaign's latest one).
   A benign client that sends the input a search started from gets a probe hit or two among its ordinary
@@ -70,7 +71,7 @@ structured steps 2 raw queries (float16 values of ``min(F, 64)`` coordinates, a 
 bytes): ``1,091 + 4 * min(F, 64) + 45`` bytes, 1,392 for 64 features; plus the id map (~170 bytes). The global index is
 fixed (``2**index_bits`` slots x ``index_tables`` x 32 bytes, 32 MiB by default), and so is the probe table
 (``8 * 2**probe_bits`` slots of 8 bytes, 4 MiB by default, pointing into a log of the last ``2**probe_log_bits``
-queries, 48 bytes each: fingerprint, uid, seq, ts, slot; 12 MiB by default).
+queries, 56 bytes each: fingerprint, uid, seq, ts, slot, time of the probe hit it is or copies; 14 MiB by default).
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ _POP_POW = (1.0 - _POP_DECAY) ** (np.array([[1.0], [-1.0]]) * np.arange(_POP_CHU
 _CAMP_RING = 32  # recent boundary hits kept per campaign to link new account pairs to it
 #: Layout version of :meth:`AdversarialDetector.snapshot` (``meta.state``); a snapshot of another layout (older ones
 #: have none) raises :class:`SnapshotError`, and the pipeline starts the detector afresh.
-_STATE = 4
+_STATE = 5
 # Structured steps (see ``AdversarialDetector._structured``): each client's last ``_RAW`` raw queries are kept as
 # float16 values of at most ``_RAW_COLS`` coordinates and a fingerprint of the exact values, ``_FP_BLOCKS``
 # blocks of coordinates (column % _FP_BLOCKS) with a 4-bit hash each, two blocks a byte.
@@ -119,7 +120,9 @@ _STRUCT_REL = 0.02  # |delta|s within this share of the median |delta| (plus flo
 # Probe hits (see ``AdversarialDetector._probe_pass``): the fingerprint's blocks in _PROBE_BANDS bands (consecutive
 # blocks), each band a salted key into its own part of the global probe table.
 _PROBE_BANDS = 8
-_PROBE_COLS = 6  # a probe log entry: fingerprint (2 int64), uid, seq, ts, client slot: 48 bytes
+# a probe log entry: fingerprint (2 int64), uid, seq, ts, client slot, and the time of the probe hit it is or copies
+# (_NO_SEQ: none): 56 bytes
+_PROBE_COLS = 7
 _REF = (1 << 48) - 1  # a probe table slot: the band's 16 fingerprint bits << 48 | (log position + 1); 0 = empty
 _NO_SEQ = -(1 << 62)
 F64 = npt.NDArray[np.float64]
@@ -909,7 +912,7 @@ class AdversarialDetector:
         self._ix = np.zeros((self.index_tables, m, 4), dtype=np.int64)
         self._ix[..., 2] = -(1 << 62)
         # probe table: _PROBE_BANDS parts of 2**probe_bits slots (band tag, log position); the log: a ring of the
-        # last 2**probe_log_bits queries (fingerprint, uid, seq, ts, slot), and the count of queries logged
+        # last 2**probe_log_bits queries (fingerprint, uid, seq, ts, slot, origin), and the count of queries logged
         self._pt = np.zeros(_PROBE_BANDS << self.probe_bits, dtype=np.int64)
         self._plog = np.zeros((1 << self.probe_log_bits, _PROBE_COLS), dtype=np.int64)
         self._pn = 0
@@ -1283,6 +1286,12 @@ class AdversarialDetector:
         search's step; exact repeats do not count). Of the event's band matches, the most recent one. A query
         changing at most ``probe_blocks`` of 32 blocks keeps at least ``8 - probe_blocks`` bands whole.
 
+        An exact copy of another client's logged query that is a probe hit, or copies one, is a probe hit too while
+        the first hit is at most ``probe_window_s`` old (changed blocks 0): a search re-queries its current best
+        (Square, twice per step), and split over accounts each re-query comes from another one. Copies of queries
+        that are no probe hit (a popular input resent by many clients) stay none. Copies of copies in one batch are
+        resolved by pointer doubling over the chains, so the batching does not matter.
+
         Returns (event rows, matched client slots, their uids, their seqs, changed blocks) of the probe hits.
         """
         n = len(slots)
@@ -1295,6 +1304,7 @@ class AdversarialDetector:
         vals[:, 3] = seqs
         vals[:, 4] = ts
         vals[:, 5] = slots
+        vals[:, 6] = _NO_SEQ
         # slot values of the events, (band, event) flattened: the band's 2 fingerprint bytes (4 blocks) as a tag
         tag = np.ascontiguousarray(fp).view(np.uint16).T.astype(np.int64)  # (nb, n)
         mine = (tag << 48) | (base + 1 + np.arange(n, dtype=np.int64))[None, :]
@@ -1323,15 +1333,41 @@ class AdversarialDetector:
         x |= x >> _U64(2)
         x &= _U64(0x1111111111111111)  # one bit per 4-bit block: set where the block differs
         changed = np.bitwise_count(x).sum(axis=1, dtype=np.int64)
-        ok = (changed >= 1) & (changed <= self.probe_blocks) & (ent[:, 2] > 0) & (ent[:, 2] != own[:, 2])
-        ok &= own[:, 4] - ent[:, 4] <= int(self.probe_window_s * 1000)
-        cand, ent, changed = cand[ok], ent[ok], changed[ok]
-        when = np.full(nb * n, _NO_SEQ, dtype=np.int64)
-        when[cand] = ent[:, 3]
-        when2 = when.reshape(nb, n)
-        band = np.argmax(when2, axis=0)  # the most recent match (the first band holding it)
-        hit = np.flatnonzero(when2[band, np.arange(n)] > _NO_SEQ)
-        k = np.searchsorted(cand, band[hit] * n + hit)  # (cand is sorted)
+        win = int(self.probe_window_s * 1000)
+        other = (ent[:, 2] > 0) & (ent[:, 2] != own[:, 2]) & (own[:, 4] - ent[:, 4] <= win)
+        near = other & (changed >= 1) & (changed <= self.probe_blocks)
+        hit, k = self._latest(cand, near, ent[:, 3], n)
+        # exact copies of another client's query: the most recent one, for the events that are no near hit
+        copy, kc = self._latest(cand, other & (changed == 0), ent[:, 3], n)
+        is_hit = np.zeros(n, dtype=bool)
+        is_hit[hit] = True
+        keep_c = ~is_hit[copy]
+        copy, kc = copy[keep_c], kc[keep_c]
+        # the time of the probe hit each event is or copies (NO_SEQ: none): a copy of a batch event takes that one's
+        origin = np.full(n, _NO_SEQ, dtype=np.int64)
+        origin[hit] = ts[hit]
+        src = np.full(n, -1, dtype=np.int64)
+        ref_c = ref[kc]
+        inb = ref_c >= base
+        src[copy[inb]] = ref_c[inb] - base
+        origin[copy[~inb]] = ent[kc[~inb], 6]  # (logged before this batch: its stored origin)
+        c_in = copy[inb]
+        if len(c_in):  # each chain of in-batch copies takes its first event's origin (pointer doubling)
+            root = np.arange(n)
+            root[c_in] = src[c_in]
+            while True:
+                up = root[root]
+                if np.array_equal(up, root):
+                    break
+                root = up
+            origin[c_in] = origin[root[c_in]]
+        vals[:, 6] = origin
+        live_c = (origin[copy] > _NO_SEQ) & (ts[copy] - origin[copy] <= win)
+        copy, kc = copy[live_c], kc[live_c]
+        hit = np.concatenate([hit, copy])
+        k = np.concatenate([k, kc])
+        o_h = np.argsort(hit, kind="stable")
+        hit, k = hit[o_h], k[o_h]
         found = ent[k]
         # last writer per slot wins; the log takes the batch's last ``cap`` events
         w = o[np.r_[ps[1:] != ps[:-1], True]]
@@ -1340,6 +1376,18 @@ class AdversarialDetector:
         _put_rows(self._plog, (base + tail) % cap, vals[tail])
         self._pn = base + n
         return hit, found[:, 5], found[:, 2], found[:, 3], changed[k]
+
+    @staticmethod
+    def _latest(cand: I64, ok: npt.NDArray[np.bool_], when: I64, n: int) -> tuple[I64, I64]:
+        """Of the probe candidates ``cand`` (band-major flat indices ``band * n + event``, sorted) passing ``ok``,
+        the most recent (largest ``when``; the first band holding it) of each event: (event rows, candidate index)."""
+        c = cand[ok]
+        w = np.full(_PROBE_BANDS * n, _NO_SEQ, dtype=np.int64)
+        w[c] = when[ok]
+        w2 = w.reshape(_PROBE_BANDS, n)
+        band = np.argmax(w2, axis=0)
+        ev = np.flatnonzero(w2[band, np.arange(n)] > _NO_SEQ)
+        return ev, np.flatnonzero(ok)[np.searchsorted(c, band[ev] * n + ev)]
 
     def _index_pass(self, z: npt.NDArray[np.float32], slots: I64, pred: I64, seqs: I64) -> tuple[I64, I64, I64, I64]:
         """Look every event up in the global index and insert it, with exact sequential semantics.
