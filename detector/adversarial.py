@@ -27,6 +27,9 @@ classes and sequence numbers, and a few counters. From it, per event:
   (synthetic queries around seeds, PRADA's observation) are tested against their reference rates
   with a binomial tail; a heavy client covering all classes evenly gets an ``info`` note
   (natural-data extraction looks like heavy benign use).
+* **extraction split over accounts**: the ood queries of accounts that send nothing else, among the last
+  ``ood_window`` events, against the reference ood rate (a binomial tail); once significant, a ``model_extraction``
+  campaign alert lists the accounts with two such queries (see :meth:`AdversarialDetector._ood_campaign`).
 * **query floods**: an exponentially decayed per-client rate against the normal per-client rate of
   the reference; the heaviest clients overall come from a mergeable Space-Saving sketch.
 * **campaigns** (one search split over many client ids): a global, salted LSH index of recent
@@ -71,7 +74,8 @@ structured steps 2 raw queries (float16 values of ``min(F, 64)`` coordinates, a 
 bytes): ``1,091 + 4 * min(F, 64) + 45`` bytes, 1,392 for 64 features; plus the id map (~170 bytes). The global index is
 fixed (``2**index_bits`` slots x ``index_tables`` x 32 bytes, 32 MiB by default), and so is the probe table
 (``8 * 2**probe_bits`` slots of 8 bytes, 4 MiB by default, pointing into a log of the last ``2**probe_log_bits``
-queries, 56 bytes each: fingerprint, uid, seq, ts, slot, time of the probe hit it is or copies; 14 MiB by default).
+queries, 56 bytes each: fingerprint, uid, seq, ts, slot, time of the probe hit it is or copies; 14 MiB by default),
+and so is the ood window (``ood_window`` events of 24 bytes, 24 KiB by default).
 """
 
 from __future__ import annotations
@@ -108,7 +112,7 @@ _POP_POW = (1.0 - _POP_DECAY) ** (np.array([[1.0], [-1.0]]) * np.arange(_POP_CHU
 _CAMP_RING = 32  # recent boundary hits kept per campaign to link new account pairs to it
 #: Layout version of :meth:`AdversarialDetector.snapshot` (``meta.state``); a snapshot of another layout (older ones
 #: have none) raises :class:`SnapshotError`, and the pipeline starts the detector afresh.
-_STATE = 5
+_STATE = 6
 # Structured steps (see ``AdversarialDetector._structured``): each client's last ``_RAW`` raw queries are kept as
 # float16 values of at most ``_RAW_COLS`` coordinates and a fingerprint of the exact values, ``_FP_BLOCKS``
 # blocks of coordinates (column % _FP_BLOCKS) with a 4-bit hash each, two blocks a byte.
@@ -729,6 +733,11 @@ class AdversarialDetector:
         hit; it links the two clients into a campaign while each one's probe hits (as either side) are at least
         ``probe_share`` of its queries, and a client is listed once they are also at least two (see
         :meth:`_probe_edges`).
+    ood_window
+        Extraction split over accounts: the queries of accounts all of whose queries so far are ood, among the
+        last ``ood_window`` events, are tested against ``Binomial(ood_window, p_ood)`` (the artifact's reference
+        ood rate) at ``alpha``; once at least ``campaign_clients`` such accounts make it significant, a
+        ``model_extraction`` campaign alert lists them (see :meth:`_ood_campaign`).
     ood_threshold
         Scores ``>=`` this count as out-of-distribution when ``ood`` is given as scores.
     heavy_hitters
@@ -780,6 +789,7 @@ class AdversarialDetector:
         probe_share: float = 0.5,
         max_campaigns: int = 1024,
         campaign_members: int = 256,
+        ood_window: int = 1024,
         ood_threshold: float = 0.5,
         heavy_hitters: int = 64,
     ) -> None:
@@ -806,6 +816,8 @@ class AdversarialDetector:
             raise ValueError(f"probe_blocks must be in [1, {_FP_BLOCKS // 4})")
         if probe_window_s <= 0 or not 0 < probe_share <= 2:
             raise ValueError("need probe_window_s > 0 and 0 < probe_share <= 2")
+        if ood_window < 16:
+            raise ValueError(f"ood_window must be >= 16, got {ood_window}")
         self.artifact = artifact
         self.max_clients = max_clients
         self.history = h
@@ -834,6 +846,13 @@ class AdversarialDetector:
         self.probe_window_s = probe_window_s
         self.probe_share = probe_share
         self.max_campaigns = max_campaigns
+        self.ood_window = ood_window
+        # events of ood-only accounts in the window at which the binomial tail falls below alpha (alpha**2: critical):
+        # benign traffic sends ood queries at the reference rate, and these accounts' queries are a subset of them
+        kk = np.arange(1, ood_window + 2)
+        tail = stats.binom.sf(kk - 1, ood_window, artifact.p_ood)
+        self._ood_k = int(kk[np.argmax(tail < alpha)]) if (tail < alpha).any() else ood_window + 1
+        self._ood_k2 = int(kk[np.argmax(tail < alpha**2)]) if (tail < alpha**2).any() else ood_window + 1
         self.campaign_members = campaign_members
         self.ood_threshold = ood_threshold
         self.heavy_hitters = heavy_hitters
@@ -920,6 +939,13 @@ class AdversarialDetector:
         # probe hits, seq of the last probe hit's query]
         self._camps: dict[int, list[Any]] = {}
         self._next_camp = 0
+        # extraction split over accounts: the last ood_window events (uid, slot and ood query count of an ood-only
+        # account's ood query, uid 0 otherwise), the events seen, and the campaign: [id (-1: none), accounts joined
+        # at its last record, incident seq, seq of its last such query, next id, accounts joined], its latest members
+        self._oring = np.zeros((self.ood_window, 3), dtype=np.int64)
+        self._on = 0
+        self._oc = [-1, 0, -1, _NO_SEQ, 0, 0]
+        self._oc_members: list[str] = []
         self._sketch = SpaceSaving(self.heavy_hitters)
         # population gate: decayed, client-weighted sums of log nearest distance (vs the reference) and of
         # ood flags, and their weight; starts at the reference with a prior weight
@@ -1014,6 +1040,9 @@ class AdversarialDetector:
         out["probe.count"] = np.asarray(self._pn, dtype=np.int64)
         out["meta.state"] = np.asarray(_STATE, dtype=np.int64)
         out["meta.counters"] = np.asarray([self._next_uid, self._next_camp, self._sketch.total], dtype=np.int64)
+        out["ood.ring"] = self._oring.copy()
+        out["ood.state"] = np.asarray([self._on, *self._oc], dtype=np.int64)
+        out["ood.members"] = np.asarray(self._oc_members, dtype=str)
         out["meta.population"] = self._pop.copy()
         out["sketch.keys"] = self._sketch.keys.copy()
         out["sketch.counts"] = self._sketch.counts.copy()
@@ -1068,6 +1097,13 @@ class AdversarialDetector:
                 pos += int(nm[i])
             c = np.asarray(state["meta.counters"], dtype=np.int64)
             self._next_uid, self._next_camp, self._sketch.total = int(c[0]), int(c[1]), int(c[2])
+            oring = np.asarray(state["ood.ring"], dtype=np.int64)
+            if oring.shape != self._oring.shape:
+                raise SnapshotError(f"snapshot ood window {oring.shape} does not match {self._oring.shape}")
+            self._oring[...] = oring
+            ost = np.asarray(state["ood.state"], dtype=np.int64).tolist()
+            self._on, self._oc = int(ost[0]), [int(v) for v in ost[1:7]]
+            self._oc_members = [str(m) for m in state["ood.members"]]
             self._pop = np.asarray(state["meta.population"], dtype=np.float64).copy()
             self._sketch.keys = np.asarray(state["sketch.keys"]).astype(str)
             self._sketch.counts = np.asarray(state["sketch.counts"], dtype=np.int64)
@@ -1227,9 +1263,10 @@ class AdversarialDetector:
         probes = self._probe_pass(probe_pos, fp, slots, seq + rows, ts)
         out: list[AlertDecision] = []
         event_ids = pick(batch.event_id)
-        n_seen, pscale, layout = self._process(
+        n_seen, pscale, layout, ood_only = self._process(
             slots, z, raw16, fp, pred, margin, is_ood, have_ood, ts, seq + rows, event_ids, out, sketch0, seq
         )
+        out.extend(self._ood_campaign(ood_only, slots, seq + rows, ts, event_ids, seq))
         # The index's cells have a fixed width: once the whole population's distances have shrunk by half
         # (a recalibrated sensor), cross-client coincidences are no longer evidence of a shared search.
         ok = pscale[hits[0]] >= _POP_INDEX
@@ -1490,14 +1527,15 @@ class AdversarialDetector:
         out: list[AlertDecision],
         sketch0: SpaceSaving,
         base: int,
-    ) -> tuple[I64, F64, _Layout]:
+    ) -> tuple[I64, F64, _Layout, I64]:
         """All events of the batch at once: each client's events are laid out after its ring contents
         (chronologically), so every event sees exactly the ``history`` queries before it; the per-client
         scalar states (CUSUM, counters, decayed rate) are segmented scans.
 
         Records go to ``out`` with their row in the batch (stream position minus ``base``). Returns every event's
-        count of its client's events so far, the population distance scale, and the layout (so the campaign pass
-        can see a client's ring as it was at any row of the batch)."""
+        count of its client's events so far, the population distance scale, the layout (so the campaign pass
+        can see a client's ring as it was at any row of the batch), and whether each event is an ood query of a
+        client all of whose queries so far are (for :meth:`_ood_campaign`)."""
         art = self.artifact
         h, k = self.history, art.k
         n, dd = z.shape
@@ -1838,7 +1876,10 @@ class AdversarialDetector:
                 heavy = self._heavy_at(sketch0, s[: order[e] + 1]) if kind == FLOOD else None
                 rec = (kind, status, sl, level, s_e, ts_e, str(eid), nseq, px_, sx_, st, heavy)
                 out.append(self._decision(*rec, base=base, incident=incident))
-        return n_seen, sc_rows, _Layout(e_z, gslot, e_start, e_start + f_g, order)
+        ood_only = np.zeros(n, dtype=np.int64)
+        if have_ood:
+            ood_only[order] = np.where(oo & (n_ood == n_ext) & (pood < _POP_OOD), n_ood, 0)
+        return n_seen, sc_rows, _Layout(e_z, gslot, e_start, e_start + f_g, order), ood_only
 
     def _structured(
         self,
@@ -2095,6 +2136,114 @@ class AdversarialDetector:
         )
 
     # ------------------------------------------------------------------------------------- campaigns
+
+    def _ood_campaign(
+        self, n_ood: I64, slots: I64, seqs: I64, ts: I64, event_ids: npt.NDArray[Any], base: int
+    ) -> list[AlertDecision]:
+        """Extraction split over many accounts (uniform-random queries, a few per account): no account sends enough
+        for its own ood test, but together they send far more ood queries than benign traffic does.
+
+        ``n_ood`` is, for each of the batch's ood queries from an account all of whose queries so far are ood, that
+        account's count of them (0 for every other event; a resent ood input counts once, so one odd input retried
+        makes no such account). The number of such queries among the last ``ood_window`` events (stream order, this
+        one included) is tested against ``Binomial(ood_window, p_ood)``: benign traffic sends ood queries at the
+        reference rate, and these are a subset of them. The test says an extraction is under way; an account is
+        named only on its own evidence as well, at least two ood queries and nothing else (a benign account whose
+        first query happens to be ood, during an attack, is not named). At such an event where the count is
+        significant (``_ood_k``) and the window holds ``campaign_clients`` such accounts, a campaign opens listing
+        them; later ones join it, and an ``update`` follows each time ``campaign_clients`` more have (an extraction
+        spread over hundreds of accounts, each of which should be blocked; the record lists the latest
+        ``campaign_members``). It ends once ``ood_window`` events pass without a significant window. The count is a
+        running sum over the window's entries and the batch's, so the batching does not matter; only the flagged
+        events of a significant window step through the (small) loop below.
+        """
+        n = len(n_ood)
+        flag = n_ood > 0
+        w = self.ood_window
+        tail = np.arange(max(0, n - w), n)
+        at = (self._on + tail) % w  # event k of the stream is kept at position k % w
+        if not flag.any():
+            self._oring[at] = 0
+            self._on += n
+            return []
+        # the window before the batch, oldest first, then the batch
+        prev = np.roll(self._oring, -(self._on % w), axis=0)
+        cur = np.zeros((n, 3), dtype=np.int64)
+        cur[flag, 0] = self._uid[slots[flag]]
+        cur[flag, 1] = slots[flag]
+        cur[flag, 2] = n_ood[flag]
+        allv = np.concatenate([prev, cur])
+        cs = np.r_[0, np.cumsum(allv[:, 0] > 0)]
+        count = cs[w + 1 : w + n + 1] - cs[1 : n + 1]  # flagged among the last w events, each event included
+        out: list[AlertDecision] = []
+        for i in np.flatnonzero(flag & (count >= self._ood_k)).tolist():
+            oc = self._oc
+            if oc[0] >= 0 and int(seqs[i]) - oc[3] > w:
+                oc[0], oc[1], oc[2], oc[5] = -1, 0, -1, 0  # ended: a later one is another campaign
+                self._oc_members = []
+            if oc[0] < 0:
+                win = allv[i + 1 : w + i + 1]
+                win = win[win[:, 2] >= 2]
+                uids, first = np.unique(win[:, 0], return_index=True)
+                sl = win[first, 1]
+                live = self._uid[sl] == uids  # (an account evicted since is not named)
+                names = [str(self._ids[x]) for x in sl[np.argsort(first)][live[np.argsort(first)]].tolist()]
+                if len(names) < self.campaign_clients:
+                    continue
+                oc[0], oc[2], oc[4], oc[5] = oc[4], int(seqs[i]), oc[4] + 1, len(names)
+                self._oc_members = names[-self.campaign_members :]
+            elif n_ood[i] >= 2:
+                name = str(self._ids[slots[i]])
+                if name not in self._oc_members:
+                    self._oc_members = [*self._oc_members[1 - self.campaign_members :], name]
+                    oc[5] += 1
+            oc[3] = int(seqs[i])
+            if oc[5] - oc[1] >= self.campaign_clients:
+                out.append(self._ood_report(int(count[i]), i, seqs, ts, event_ids, base))
+                oc[1] = oc[5]
+        self._oring[at] = cur[tail]
+        self._on += n
+        return out
+
+    def _ood_report(
+        self, count: int, i: int, seqs: I64, ts: I64, event_ids: npt.NDArray[Any], base: int
+    ) -> AlertDecision:
+        """The extraction campaign's record at row ``i``: ``open`` at its first report, then ``update``."""
+        oc = self._oc
+        n_mem = oc[5]
+        p = float(stats.binom.sf(count - 1, self.ood_window, self.artifact.p_ood))
+        clients = [self._name(m) for m in self._oc_members]
+        return AlertDecision(
+            kind="model_extraction",
+            status="open" if oc[1] == 0 else "update",
+            severity="critical" if count >= self._ood_k2 else "warning",
+            columns=(),
+            statistic="ood_only_queries",
+            value=float(count),
+            threshold=float(self._ood_k),
+            p_value=p,
+            event_index=int(seqs[i]) - base,
+            pane=int(seqs[i]),
+            incident=int(oc[2]),
+            window_start_ts=int(ts[i]),
+            window_end_ts=int(ts[i]),
+            window_events=self.ood_window,
+            window_start_seq=int(oc[2]),
+            message=(
+                f"extraction campaign x{oc[0]}: {count} of the last {self.ood_window} queries are out of distribution "
+                f"from {n_mem} clients that send nothing else (reference rate {self.artifact.p_ood:.1e}, p={p:.1e})"
+            ),
+            evidence={
+                "campaign": f"x{oc[0]}",
+                "clients": clients,
+                "n_clients": n_mem,
+                "ood_only_queries": count,
+                "window_events": self.ood_window,
+                "event_id": str(event_ids[i]),
+                "event_seq": int(seqs[i]),
+            },
+            client_id=None,
+        )
 
     def _merge(self, ca: int, cb: int) -> int:
         """Fold one campaign into the other (the reported, else the older one survives); its id."""

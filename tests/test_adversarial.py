@@ -380,6 +380,8 @@ def test_constructor_validates(artifact: AdversarialArtifact) -> None:
         AdversarialDetector(artifact, salt=SALT, max_clients=0)
     with pytest.raises(ValueError):
         AdversarialDetector(artifact, salt=SALT, alpha=2.0)
+    with pytest.raises(ValueError):
+        AdversarialDetector(artifact, salt=SALT, ood_window=8)
 
 
 def test_space_saving_keeps_heavy_keys() -> None:
@@ -903,3 +905,84 @@ def test_exact_copies_of_a_probe_hit_are_probe_hits_for_a_while(artifact: Advers
     # b's step hits a's input; c copies b's step, d copies c's copy; e and f send one input (a copy of no hit); the
     # late copy of the step comes after the window of b's hit
     assert probes[0] == {"a": 1, "b": 2, "c": 2, "d": 1, "e": 0, "f": 0, "late": 0}
+
+
+def split_ood_stream(rng: np.random.Generator, accounts: int = 40, per: int = 4) -> tuple[EventBatch, Any, set[str]]:
+    """Uniform-random extraction split round-robin over ``accounts`` ids (``per`` queries each, all ood) among benign
+    clients of every kind, and benign accounts that look ood-ish: one whose first query is ood (then ordinary ones),
+    ordinary ones with an ood query now and then, and one resending one ood input exactly. (batch, ood flags, the
+    extraction's accounts)."""
+    b0 = benign_clients(rng)
+    q = rng.uniform(-6, 6, size=(accounts * per, F))
+    ids = [f"x{i % accounts}" for i in range(len(q))]
+    odd = rng.normal(size=(4, 20, F))
+    odd[0, 0] *= 8  # first query ood
+    odd[1, ::7] *= 8
+    odd[2, 3::10] *= 8
+    odd[3] = odd[3, :1] * 8  # one ood input resent exactly
+    x = np.concatenate([b0.numeric, q, odd.reshape(-1, F)])
+    c = np.concatenate(
+        [b0.client_id, np.asarray(ids, dtype=object), np.repeat([f"oddish{u}" for u in range(4)], 20).astype(object)]
+    )
+    t = np.r_[b0.ts, 30_000 + np.arange(len(q)) * 250, np.tile(35_000 + np.arange(20) * 1_000, 4)].astype(np.int64)
+    ood = np.r_[np.zeros(len(b0), dtype=bool), np.ones(len(q), dtype=bool), (np.abs(odd) > 4).any(-1).ravel()]
+    o = np.argsort(t, kind="stable")
+    return batch(x[o], c[o], t[o]), ood[o], set(ids)
+
+
+def test_split_uniform_extraction_is_one_campaign(artifact: AdversarialArtifact) -> None:
+    """Uniform-random queries split over 40 accounts, 4 each: no account reaches its own ood test (3 ood queries)
+    before its third, but together they send far more ood queries than the reference rate allows. A
+    ``model_extraction`` campaign alert lists accounts with two ood queries and nothing else, early; no benign account
+    is listed, ood-ish ones included (a first query ood, an ood query now and then, one ood input resent)."""
+    rng = np.random.default_rng(50)
+    b, ood, accounts = split_ood_stream(rng)
+    d = det(artifact)
+    out = d.update(b, seq=0, ood=ood)
+    camp = [a for a in out if a.client_id is None and a.kind == "model_extraction"]
+    assert camp and camp[0].status == "open" and {a.evidence["campaign"] for a in camp} == {"x0"}
+    assert all(a.status == "update" for a in camp[1:])
+    listed = set().union(*(a.evidence["clients"] for a in camp))
+    assert listed <= accounts and len(listed) >= 30
+    assert camp[0].p_value is not None and camp[0].p_value < d.alpha
+    # before any account's own test could fire (its third query): within the second round of queries
+    steps = np.isin(b.client_id[: camp[0].event_index + 1].astype(str), list(accounts)).sum()
+    assert steps <= 2 * len(accounts), steps
+    first_own = [a.event_index for a in out if a.kind == "model_extraction" and a.client_id in accounts]
+    assert not first_own or camp[0].event_index < min(first_own)
+    named = {a.client_id for a in out if a.client_id is not None}
+    assert named <= accounts | {f"heavy{u}" for u in range(2)}, named  # (heavy benign clients: query floods)
+
+
+def test_split_uniform_campaign_does_not_depend_on_batch_boundaries(artifact: AdversarialArtifact) -> None:
+    """The ood window gives the same alerts and state in one batch, row by row, in random chunks and across a
+    snapshot/restore."""
+    rng = np.random.default_rng(51)
+    b, ood, _ = split_ood_stream(rng, 30, 4)
+    n = len(b)
+
+    def fed(d: AdversarialDetector, bounds: list[int], start: int = 0) -> list[tuple[Any, ...]]:
+        out: list[tuple[Any, ...]] = []
+        s = start
+        for e in bounds:
+            for a in d.update(b.take(slice(s, e)), seq=s, ood=ood[s:e]):
+                if a.kind == "model_extraction":
+                    out.append((*key(a), tuple(a.evidence.get("clients", ()))))
+            s = e
+        return out
+
+    d = det(artifact, ood_window=256)
+    whole = fed(d, [n])
+    ref = d.snapshot()
+    assert any(a[3] is None for a in whole)
+    for bounds in (list(range(1, n + 1)), random_bounds(rng, n, 300)):
+        d = det(artifact, ood_window=256)
+        assert fed(d, bounds) == whole
+        state = d.snapshot()
+        assert all(np.array_equal(v, ref[k]) for k, v in state.items() if k.startswith("ood."))
+    for h in (n // 3, 2 * n // 3):
+        first = det(artifact, ood_window=256)
+        got = fed(first, [*range(100, h, 100), h])
+        second = det(artifact, ood_window=256)
+        second.restore(first.snapshot())
+        assert got + fed(second, [n], start=h) == whole
