@@ -1417,14 +1417,14 @@ class AdversarialDetector:
     @staticmethod
     def _latest(cand: I64, ok: npt.NDArray[np.bool_], when: I64, n: int) -> tuple[I64, I64]:
         """Of the probe candidates ``cand`` (band-major flat indices ``band * n + event``, sorted) passing ``ok``,
-        the most recent (largest ``when``; the first band holding it) of each event: (event rows, candidate index)."""
-        c = cand[ok]
-        w = np.full(_PROBE_BANDS * n, _NO_SEQ, dtype=np.int64)
-        w[c] = when[ok]
-        w2 = w.reshape(_PROBE_BANDS, n)
-        band = np.argmax(w2, axis=0)
-        ev = np.flatnonzero(w2[band, np.arange(n)] > _NO_SEQ)
-        return ev, np.flatnonzero(ok)[np.searchsorted(c, band[ev] * n + ev)]
+        the most recent (largest ``when``; the first band holding it) of each event: (event rows, candidate index).
+        Sorts the candidates only (few: a band matches only a query with the same values on its coordinates)."""
+        j = np.flatnonzero(ok)
+        ev = cand[j] % n
+        o = np.lexsort((cand[j] // n, -when[j], ev))  # by event, then most recent, then band
+        ev, j = ev[o], j[o]
+        first = np.r_[True, ev[1:] != ev[:-1]] if len(ev) else np.zeros(0, dtype=bool)
+        return ev[first], j[first]
 
     def _index_pass(self, z: npt.NDArray[np.float32], slots: I64, pred: I64, seqs: I64) -> tuple[I64, I64, I64, I64]:
         """Look every event up in the global index and insert it, with exact sequential semantics.
