@@ -18,12 +18,18 @@ classes and sequence numbers, and a few counters. From it, per event:
   (ZOO's steps of 1e-4 are below float16), but their queries are *structured steps* from one of the
   client's last two raw queries: a few coordinates changed (seen exactly through a fingerprint of the
   float64 values), or most changed coordinates moved by one amount, and exact repeats of a query right
-  after such steps (Square re-queries its best). A second CUSUM counts them; either one opens the alert.
+  after such steps (Square re-queries its best). Exact re-sends of the input a step starts from count too, once
+  the step shows they were a search querying its current best (Square sends its start point three times), and a
+  step that changes its base's predicted class counts twice. A second CUSUM counts them; either one opens the
+  alert.
 * **model extraction**: the rate of out-of-distribution queries (``ood`` flags given by the
   caller) and of queries closer to an earlier query than benign clients come but not duplicates
   (synthetic queries around seeds, PRADA's observation) are tested against their reference rates
   with a binomial tail; a heavy client covering all classes evenly gets an ``info`` note
   (natural-data extraction looks like heavy benign use).
+* **extraction split over accounts**: the ood queries of accounts that send nothing else, among the last
+  ``ood_window`` events, against the reference ood rate (a binomial tail); once significant, a ``model_extraction``
+  campaign alert lists the accounts with two such queries (see :meth:`AdversarialDetector._ood_campaign`).
 * **query floods**: an exponentially decayed per-client rate against the normal per-client rate of
   the reference; the heaviest clients overall come from a mergeable Space-Saving sketch.
 * **campaigns** (one search split over many client ids): a global, salted LSH index of recent
@@ -36,7 +42,8 @@ classes and sequence numbers, and a few counters. From it, per event:
   a near-copy of the step before, sent by another account: a second global table, keyed by bands of the
   exact-value fingerprints (8 bands of 4 blocks, salted), finds for every query the most recent query of another
   client, of the last few minutes, that differs from it in 1 to 4 of the 32 blocks (a *probe hit*; exact
-  repeats are none). Both clients count the hit; a hit links the two into a campaign while probe hits are at
+  repeats are none, unless they copy a probe hit of the last few minutes: a split Square's re-queries of its
+  best point). Both clients count the hit; a hit links the two into a campaign while probe hits are at
   least half of each one's queries, and a client is listed once it has two (an account of a search split over
   more ids than it has steps sends one query: it is listed when its step continues the campaign's latest one).
   A benign client that sends the input a search started from gets a probe hit or two among its ordinary
@@ -63,11 +70,12 @@ through the (small) incident state machine event by event.
 
 Memory per tracked client (24 history x 16 components, float16): ~1,080 bytes of arrays, plus for
 structured steps 2 raw queries (float16 values of ``min(F, 64)`` coordinates, a salted subset beyond
-64, and 16-byte fingerprints) and 11 bytes of counters, and a probe-hit count (4 bytes):
-``1,091 + 4 * min(F, 64) + 43`` bytes, 1,390 for 64 features; plus the id map (~170 bytes). The global index is
+64, and 16-byte fingerprints, and their exact re-send counts) and 13 bytes of counters, and a probe-hit count (4
+bytes): ``1,091 + 4 * min(F, 64) + 45`` bytes, 1,392 for 64 features; plus the id map (~170 bytes). The global index is
 fixed (``2**index_bits`` slots x ``index_tables`` x 32 bytes, 32 MiB by default), and so is the probe table
 (``8 * 2**probe_bits`` slots of 8 bytes, 4 MiB by default, pointing into a log of the last ``2**probe_log_bits``
-queries, 48 bytes each: fingerprint, uid, seq, ts, slot; 12 MiB by default).
+queries, 56 bytes each: fingerprint, uid, seq, ts, slot, time of the probe hit it is or copies; 14 MiB by default),
+and so is the ood window (``ood_window`` events of 24 bytes, 24 KiB by default).
 """
 
 from __future__ import annotations
@@ -105,7 +113,7 @@ _POP_POW = (1.0 - _POP_DECAY) ** (np.array([[1.0], [-1.0]]) * np.arange(_POP_CHU
 _CAMP_RING = 32  # recent boundary hits kept per campaign to link new account pairs to it
 #: Layout version of :meth:`AdversarialDetector.snapshot` (``meta.state``); a snapshot of another layout (older ones
 #: have none) raises :class:`SnapshotError`, and the pipeline starts the detector afresh.
-_STATE = 3
+_STATE = 6
 # Structured steps (see ``AdversarialDetector._structured``): each client's last ``_RAW`` raw queries are kept as
 # float16 values of at most ``_RAW_COLS`` coordinates and a fingerprint of the exact values, ``_FP_BLOCKS``
 # blocks of coordinates (column % _FP_BLOCKS) with a 4-bit hash each, two blocks a byte.
@@ -117,7 +125,9 @@ _STRUCT_REL = 0.02  # |delta|s within this share of the median |delta| (plus flo
 # Probe hits (see ``AdversarialDetector._probe_pass``): the fingerprint's blocks in _PROBE_BANDS bands (consecutive
 # blocks), each band a salted key into its own part of the global probe table.
 _PROBE_BANDS = PROBE_BANDS
-_PROBE_COLS = 6  # a probe log entry: fingerprint (2 int64), uid, seq, ts, client slot: 48 bytes
+# a probe log entry: fingerprint (2 int64), uid, seq, ts, client slot, and the time of the probe hit it is or copies
+# (_NO_SEQ: none): 56 bytes
+_PROBE_COLS = 7
 _REF = (1 << 48) - 1  # a probe table slot: the band's 16 fingerprint bits << 48 | (log position + 1); 0 = empty
 _NO_SEQ = -(1 << 62)
 F64 = npt.NDArray[np.float64]
@@ -717,6 +727,11 @@ class AdversarialDetector:
         hit; it links the two clients into a campaign while each one's probe hits (as either side) are at least
         ``probe_share`` of its queries, and a client is listed once they are also at least two (see
         :meth:`_probe_edges`).
+    ood_window
+        Extraction split over accounts: the queries of accounts all of whose queries so far are ood, among the
+        last ``ood_window`` events, are tested against ``Binomial(ood_window, p_ood)`` (the artifact's reference
+        ood rate) at ``alpha``; once at least ``campaign_clients`` such accounts make it significant, a
+        ``model_extraction`` campaign alert lists them (see :meth:`_ood_campaign`).
     ood_threshold
         Scores ``>=`` this count as out-of-distribution when ``ood`` is given as scores.
     heavy_hitters
@@ -768,6 +783,7 @@ class AdversarialDetector:
         probe_share: float = 0.5,
         max_campaigns: int = 1024,
         campaign_members: int = 256,
+        ood_window: int = 1024,
         ood_threshold: float = 0.5,
         heavy_hitters: int = 64,
     ) -> None:
@@ -794,6 +810,8 @@ class AdversarialDetector:
             raise ValueError(f"probe_blocks must be in [1, {_FP_BLOCKS // 4})")
         if probe_window_s <= 0 or not 0 < probe_share <= 2:
             raise ValueError("need probe_window_s > 0 and 0 < probe_share <= 2")
+        if ood_window < 16:
+            raise ValueError(f"ood_window must be >= 16, got {ood_window}")
         self.artifact = artifact
         self.max_clients = max_clients
         self.history = h
@@ -822,6 +840,13 @@ class AdversarialDetector:
         self.probe_window_s = probe_window_s
         self.probe_share = probe_share
         self.max_campaigns = max_campaigns
+        self.ood_window = ood_window
+        # events of ood-only accounts in the window at which the binomial tail falls below alpha (alpha**2: critical):
+        # benign traffic sends ood queries at the reference rate, and these accounts' queries are a subset of them
+        kk = np.arange(1, ood_window + 2)
+        tail = stats.binom.sf(kk - 1, ood_window, artifact.p_ood)
+        self._ood_k = int(kk[np.argmax(tail < alpha)]) if (tail < alpha).any() else ood_window + 1
+        self._ood_k2 = int(kk[np.argmax(tail < alpha**2)]) if (tail < alpha**2).any() else ood_window + 1
         self.campaign_members = campaign_members
         self.ood_threshold = ood_threshold
         self.heavy_hitters = heavy_hitters
@@ -873,6 +898,8 @@ class AdversarialDetector:
         fs = min(self.artifact.n_features, _RAW_COLS)
         self._raw = np.zeros((n, _RAW, fs), dtype=np.float16)
         self._raw_fp = np.zeros((n, _RAW, _FP_BLOCKS // 2), dtype=np.uint8)
+        # how often each of those queries had been re-sent exactly, back to back (saturating)
+        self._raw_rep = np.zeros((n, _RAW), dtype=np.uint8)
         self._n_struct = np.zeros(n, dtype=np.uint16)
         self._struct_at = np.zeros(n, dtype=np.uint32)
         self._ev_s = np.zeros(n, dtype=np.float32)
@@ -900,7 +927,7 @@ class AdversarialDetector:
         self._ix = np.zeros((self.index_tables, m, 4), dtype=np.int64)
         self._ix[..., 2] = -(1 << 62)
         # probe table: _PROBE_BANDS parts of 2**probe_bits slots (band tag, log position); the log: a ring of the
-        # last 2**probe_log_bits queries (fingerprint, uid, seq, ts, slot), and the count of queries logged
+        # last 2**probe_log_bits queries (fingerprint, uid, seq, ts, slot, origin), and the count of queries logged
         self._pt = np.zeros(_PROBE_BANDS << self.probe_bits, dtype=np.int64)
         self._plog = np.zeros((1 << self.probe_log_bits, _PROBE_COLS), dtype=np.int64)
         self._pn = 0
@@ -908,6 +935,13 @@ class AdversarialDetector:
         # probe hits, seq of the last probe hit's query]
         self._camps: dict[int, list[Any]] = {}
         self._next_camp = 0
+        # extraction split over accounts: the last ood_window events (uid, slot and ood query count of an ood-only
+        # account's ood query, uid 0 otherwise), the events seen, and the campaign: [id (-1: none), accounts joined
+        # at its last record, incident seq, seq of its last such query, next id, accounts joined], its latest members
+        self._oring = np.zeros((self.ood_window, 3), dtype=np.int64)
+        self._on = 0
+        self._oc = [-1, 0, -1, _NO_SEQ, 0, 0]
+        self._oc_members: list[str] = []
         self._sketch = SpaceSaving(self.heavy_hitters)
         # population gate: decayed, client-weighted sums of log nearest distance (vs the reference) and of
         # ood flags, and their weight; starts at the reference with a prior weight
@@ -952,6 +986,7 @@ class AdversarialDetector:
         "ev",
         "raw",
         "raw_fp",
+        "raw_rep",
         "n_struct",
         "struct_at",
         "ev_s",
@@ -1001,6 +1036,9 @@ class AdversarialDetector:
         out["probe.count"] = np.asarray(self._pn, dtype=np.int64)
         out["meta.state"] = np.asarray(_STATE, dtype=np.int64)
         out["meta.counters"] = np.asarray([self._next_uid, self._next_camp, self._sketch.total], dtype=np.int64)
+        out["ood.ring"] = self._oring.copy()
+        out["ood.state"] = np.asarray([self._on, *self._oc], dtype=np.int64)
+        out["ood.members"] = np.asarray(self._oc_members, dtype=str)
         out["meta.population"] = self._pop.copy()
         out["sketch.keys"] = self._sketch.keys.copy()
         out["sketch.counts"] = self._sketch.counts.copy()
@@ -1055,6 +1093,13 @@ class AdversarialDetector:
                 pos += int(nm[i])
             c = np.asarray(state["meta.counters"], dtype=np.int64)
             self._next_uid, self._next_camp, self._sketch.total = int(c[0]), int(c[1]), int(c[2])
+            oring = np.asarray(state["ood.ring"], dtype=np.int64)
+            if oring.shape != self._oring.shape:
+                raise SnapshotError(f"snapshot ood window {oring.shape} does not match {self._oring.shape}")
+            self._oring[...] = oring
+            ost = np.asarray(state["ood.state"], dtype=np.int64).tolist()
+            self._on, self._oc = int(ost[0]), [int(v) for v in ost[1:7]]
+            self._oc_members = [str(m) for m in state["ood.members"]]
             self._pop = np.asarray(state["meta.population"], dtype=np.float64).copy()
             self._sketch.keys = np.asarray(state["sketch.keys"]).astype(str)
             self._sketch.counts = np.asarray(state["sketch.counts"], dtype=np.int64)
@@ -1221,9 +1266,10 @@ class AdversarialDetector:
         probes = self._probe_pass(probe_pos, fp, slots, seq + rows, ts)
         out: list[AlertDecision] = []
         event_ids = pick(batch.event_id)
-        n_seen, pscale, layout = self._process(
+        n_seen, pscale, layout, ood_only = self._process(
             slots, z, raw16, fp, pred, margin, is_ood, have_ood, ts, seq + rows, event_ids, out, sketch0, seq
         )
+        out.extend(self._ood_campaign(ood_only, slots, seq + rows, ts, event_ids, seq))
         # The index's cells have a fixed width: once the whole population's distances have shrunk by half
         # (a recalibrated sensor), cross-client coincidences are no longer evidence of a shared search.
         ok = pscale[hits[0]] >= _POP_INDEX
@@ -1248,6 +1294,12 @@ class AdversarialDetector:
         search's step; exact repeats do not count). Of the event's band matches, the most recent one. A query
         changing at most ``probe_blocks`` of 32 blocks keeps at least ``8 - probe_blocks`` bands whole.
 
+        An exact copy of another client's logged query that is a probe hit, or copies one, is a probe hit too while
+        the first hit is at most ``probe_window_s`` old (changed blocks 0): a search re-queries its current best
+        (Square, twice per step), and split over accounts each re-query comes from another one. Copies of queries
+        that are no probe hit (a popular input resent by many clients) stay none. Copies of copies in one batch are
+        resolved by pointer doubling over the chains, so the batching does not matter.
+
         Returns (event rows, matched client slots, their uids, their seqs, changed blocks) of the probe hits.
         """
         n = len(slots)
@@ -1260,6 +1312,7 @@ class AdversarialDetector:
         vals[:, 3] = seqs
         vals[:, 4] = ts
         vals[:, 5] = slots
+        vals[:, 6] = _NO_SEQ
         # slot values of the events, (band, event) flattened: the band's 2 fingerprint bytes (4 blocks) as a tag
         tag = np.ascontiguousarray(fp).view(np.uint16).T.astype(np.int64)  # (nb, n)
         mine = (tag << 48) | (base + 1 + np.arange(n, dtype=np.int64))[None, :]
@@ -1288,15 +1341,41 @@ class AdversarialDetector:
         x |= x >> _U64(2)
         x &= _U64(0x1111111111111111)  # one bit per 4-bit block: set where the block differs
         changed = np.bitwise_count(x).sum(axis=1, dtype=np.int64)
-        ok = (changed >= 1) & (changed <= self.probe_blocks) & (ent[:, 2] > 0) & (ent[:, 2] != own[:, 2])
-        ok &= own[:, 4] - ent[:, 4] <= int(self.probe_window_s * 1000)
-        cand, ent, changed = cand[ok], ent[ok], changed[ok]
-        when = np.full(nb * n, _NO_SEQ, dtype=np.int64)
-        when[cand] = ent[:, 3]
-        when2 = when.reshape(nb, n)
-        band = np.argmax(when2, axis=0)  # the most recent match (the first band holding it)
-        hit = np.flatnonzero(when2[band, np.arange(n)] > _NO_SEQ)
-        k = np.searchsorted(cand, band[hit] * n + hit)  # (cand is sorted)
+        win = int(self.probe_window_s * 1000)
+        other = (ent[:, 2] > 0) & (ent[:, 2] != own[:, 2]) & (own[:, 4] - ent[:, 4] <= win)
+        near = other & (changed >= 1) & (changed <= self.probe_blocks)
+        hit, k = self._latest(cand, near, ent[:, 3], n)
+        # exact copies of another client's query: the most recent one, for the events that are no near hit
+        copy, kc = self._latest(cand, other & (changed == 0), ent[:, 3], n)
+        is_hit = np.zeros(n, dtype=bool)
+        is_hit[hit] = True
+        keep_c = ~is_hit[copy]
+        copy, kc = copy[keep_c], kc[keep_c]
+        # the time of the probe hit each event is or copies (NO_SEQ: none): a copy of a batch event takes that one's
+        origin = np.full(n, _NO_SEQ, dtype=np.int64)
+        origin[hit] = ts[hit]
+        src = np.full(n, -1, dtype=np.int64)
+        ref_c = ref[kc]
+        inb = ref_c >= base
+        src[copy[inb]] = ref_c[inb] - base
+        origin[copy[~inb]] = ent[kc[~inb], 6]  # (logged before this batch: its stored origin)
+        c_in = copy[inb]
+        if len(c_in):  # each chain of in-batch copies takes its first event's origin (pointer doubling)
+            root = np.arange(n)
+            root[c_in] = src[c_in]
+            while True:
+                up = root[root]
+                if np.array_equal(up, root):
+                    break
+                root = up
+            origin[c_in] = origin[root[c_in]]
+        vals[:, 6] = origin
+        live_c = (origin[copy] > _NO_SEQ) & (ts[copy] - origin[copy] <= win)
+        copy, kc = copy[live_c], kc[live_c]
+        hit = np.concatenate([hit, copy])
+        k = np.concatenate([k, kc])
+        o_h = np.argsort(hit, kind="stable")
+        hit, k = hit[o_h], k[o_h]
         found = ent[k]
         # last writer per slot wins; the log takes the batch's last ``cap`` events
         w = o[np.r_[ps[1:] != ps[:-1], True]]
@@ -1305,6 +1384,18 @@ class AdversarialDetector:
         _put_rows(self._plog, (base + tail) % cap, vals[tail])
         self._pn = base + n
         return hit, found[:, 5], found[:, 2], found[:, 3], changed[k]
+
+    @staticmethod
+    def _latest(cand: I64, ok: npt.NDArray[np.bool_], when: I64, n: int) -> tuple[I64, I64]:
+        """Of the probe candidates ``cand`` (band-major flat indices ``band * n + event``, sorted) passing ``ok``,
+        the most recent (largest ``when``; the first band holding it) of each event: (event rows, candidate index).
+        Sorts the candidates only (few: a band matches only a query with the same values on its coordinates)."""
+        j = np.flatnonzero(ok)
+        ev = cand[j] % n
+        o = np.lexsort((cand[j] // n, -when[j], ev))  # by event, then most recent, then band
+        ev, j = ev[o], j[o]
+        first = np.r_[True, ev[1:] != ev[:-1]] if len(ev) else np.zeros(0, dtype=bool)
+        return ev[first], j[first]
 
     def _index_pass(self, z: npt.NDArray[np.float32], slots: I64, pred: I64, seqs: I64) -> tuple[I64, I64, I64, I64]:
         """Look every event up in the global index and insert it, with exact sequential semantics.
@@ -1407,14 +1498,15 @@ class AdversarialDetector:
         out: list[AlertDecision],
         sketch0: SpaceSaving,
         base: int,
-    ) -> tuple[I64, F64, _Layout]:
+    ) -> tuple[I64, F64, _Layout, I64]:
         """All events of the batch at once: each client's events are laid out after its ring contents
         (chronologically), so every event sees exactly the ``history`` queries before it; the per-client
         scalar states (CUSUM, counters, decayed rate) are segmented scans.
 
         Records go to ``out`` with their row in the batch (stream position minus ``base``). Returns every event's
-        count of its client's events so far, the population distance scale, and the layout (so the campaign pass
-        can see a client's ring as it was at any row of the batch)."""
+        count of its client's events so far, the population distance scale, the layout (so the campaign pass
+        can see a client's ring as it was at any row of the batch), and whether each event is an ood query of a
+        client all of whose queries so far are (for :meth:`_ood_campaign`)."""
         art = self.artifact
         h, k = self.history, art.k
         n, dd = z.shape
@@ -1535,7 +1627,7 @@ class AdversarialDetector:
         # re-queries its current best). Their own CUSUM, ``ev_s``: +1 per such query, -1 per other near-duplicate
         # (a noisy retry), -0.25 per other query. Benign clients rarely change a handful of coordinates exactly.
         cnt = cnt_g[gid] + j_in  # events before this one
-        struct, dup = self._structured(raw16, fp, order, gslot, gid, m_g, cnt_g, j_in)
+        struct, dup, base_r, base_rep = self._structured(raw16, fp, order, gslot, gid, m_g, cnt_g, j_in)
         n_struct0 = self._n_struct[gslot].astype(np.int64)
         # the client's event count at its last structured step (its low 32 bits are kept; none: far in the past)
         age0 = (cnt_g - self._struct_at[gslot].astype(np.int64)) & 0xFFFFFFFF
@@ -1544,7 +1636,13 @@ class AdversarialDetector:
         prev_pos = np.r_[-1, last_pos[:-1]]
         last_before = np.where(prev_pos >= gstarts[gid], cnt[np.maximum(prev_pos, 0)], last0[gid])
         credit = dup & ~struct & (cnt - last_before <= 2 * _RAW)
-        x_s = np.where(struct | credit, 1.0, np.where(near, -1.0, -0.25))
+        # A step from an input the client had re-sent exactly: those re-sends were the search querying its current
+        # best (Square queries its start point more than once), not retries; they count once the step shows it (up
+        # to _RAW of them, and only those too long after a step to have counted already). A step that changes the
+        # predicted class of its base found what a search looks for.
+        retro = np.where(cnt - last_before > 2 * _RAW, np.minimum(base_rep, _RAW), 0)
+        s_flip = struct & (e_pred[p - np.maximum(base_r, 1)].astype(np.int64) != predo)
+        x_s = np.where(struct | credit, 1.0 + struct * (retro + s_flip), np.where(near, -1.0, -0.25))
         # --- ring write-back: each client's last min(h, new) events (older entries stay where they are)
         wk = np.flatnonzero(j_in >= m_g[gid] - h)
         wslot = gslot[gid[wk]]
@@ -1749,7 +1847,10 @@ class AdversarialDetector:
                 heavy = self._heavy_at(sketch0, s[: order[e] + 1]) if kind == FLOOD else None
                 rec = (kind, status, sl, level, s_e, ts_e, str(eid), nseq, px_, sx_, st, heavy)
                 out.append(self._decision(*rec, base=base, incident=incident))
-        return n_seen, sc_rows, _Layout(e_z, gslot, e_start, e_start + f_g, order)
+        ood_only = np.zeros(n, dtype=np.int64)
+        if have_ood:
+            ood_only[order] = np.where(oo & (n_ood == n_ext) & (pood < _POP_OOD), n_ood, 0)
+        return n_seen, sc_rows, _Layout(e_z, gslot, e_start, e_start + f_g, order), ood_only
 
     def _structured(
         self,
@@ -1761,9 +1862,11 @@ class AdversarialDetector:
         m_g: I64,
         cnt_g: I64,
         j_in: I64,
-    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_], I64, I64]:
         """Per event (sorted by client, as in ``_process``): whether it is a structured step from one of its client's
-        previous ``_RAW`` queries, and whether it repeats one exactly. Writes the events to the clients' raw rings.
+        previous ``_RAW`` queries, whether it repeats one exactly, how many queries back the step's base is (0: no
+        step), and how often the base had been re-sent exactly (a chain of exact repeats, each of one of the
+        ``_RAW`` queries before it). Writes the events to the clients' raw rings.
 
         Against each earlier query: ``changed`` blocks of the exact fingerprints differ, ``nnz`` float16 coordinates
         differ. A repeat changes no block. A structured step changes some, and either few coordinates (at most
@@ -1789,10 +1892,10 @@ class AdversarialDetector:
         if tf:
             grp = np.repeat(np.arange(n_g), fr)
             i = np.arange(tf) - np.repeat(np.cumsum(fr) - fr, fr)
-            flat = gslot[grp] * _RAW + (cnt_g[grp] - fr[grp] + i) % _RAW
+            flat_in = gslot[grp] * _RAW + (cnt_g[grp] - fr[grp] + i) % _RAW
             dst = rs[grp] + i
-            _put_rows(vals, dst, _take_rows(ring, flat))
-            _put_rows(fps, dst, _take_rows(ring_fp, flat))
+            _put_rows(vals, dst, _take_rows(ring, flat_in))
+            _put_rows(fps, dst, _take_rows(ring_fp, flat_in))
         rp = rs[gid] + fr[gid] + j_in
         r16 = _take_rows(raw16.view(np.uint16), order)
         fpo = _take_rows(fp, order)
@@ -1805,6 +1908,8 @@ class AdversarialDetector:
         avail = fr[gid] + j_in
         struct = np.zeros(n, dtype=bool)
         dup = np.zeros(n, dtype=bool)
+        base_r = np.zeros(n, dtype=np.int64)  # the structured step's base, queries back (the most recent one)
+        dup_r = np.zeros(n, dtype=np.int64)  # the query repeated, queries back (the most recent one)
         best = np.full(n, fs + 1, dtype=np.int64)  # fewest changed coordinates among the share-test candidates
         best_r = np.zeros(n, dtype=np.int64)
         fpo64 = fpo.view(np.uint64)
@@ -1819,8 +1924,11 @@ class AdversarialDetector:
             changed = np.bitwise_count(x).sum(axis=1, dtype=np.int64)
             ne = (r16 if every else r16[e]) != _take_rows(vals, q - r)
             nnz = ne.view(np.uint8).sum(axis=1, dtype=np.uint8).astype(np.int64)  # float16 values that differ
-            dup[e] |= changed == 0
+            same = changed == 0
+            dup_r[e[same & ~dup[e]]] = r
+            dup[e] |= same
             sparse = (changed >= 1) & (changed <= min(limit, 3 * _FP_BLOCKS // 4)) & (nnz * f <= limit * fs)
+            base_r[e[sparse & ~struct[e]]] = r
             struct[e] |= sparse
             cand = (changed >= 1) & ~sparse & (nnz >= 2) & (nnz < best[e])
             best[e[cand]] = nnz[cand]
@@ -1847,8 +1955,35 @@ class AdversarialDetector:
                 agree = np.abs(np.subtract(d, med[:, None], out=b), out=b) <= tol[:, None]
                 n_agree = agree.view(np.uint8).sum(axis=1, dtype=np.uint8)
             # a row whose rounding is a sizeable share of the median cannot tell a step from noise
-            struct[t] = (k >= 2) & (n_agree >= _STRUCT_SHARE * k) & (rnd <= 0.25 * med)
-        return struct, dup
+            ok = (k >= 2) & (n_agree >= _STRUCT_SHARE * k) & (rnd <= 0.25 * med)
+            struct[t] = ok
+            base_r[t[ok]] = best_r[t[ok]]
+        # Exact re-sends, back to back: an event repeating the query ``dup_r`` back was sent once more than it. A
+        # client's chain of repeats can span the batch, so the counts are path lengths (pointer doubling: log2 of the
+        # longest chain passes, over the repeats only); the ring's entries bring their counts from earlier batches.
+        reps = sc.get("st.reps", (tot,), np.int64)
+        reps[...] = 0
+        if tf:
+            reps[dst] = self._raw_rep.reshape(-1)[flat_in]
+        d_i = np.flatnonzero(dup)
+        if len(d_i):
+            at = rp[d_i]
+            src = at - dup_r[d_i]
+            acc = np.ones(len(d_i), dtype=np.int64)
+            pos = np.full(tot, -1, dtype=np.int64)  # where each repeat is among d_i
+            pos[at] = np.arange(len(d_i))
+            nxt = pos[src]  # -1: the chain ends at a query that repeats nothing (its own count, from the ring)
+            acc += np.where(nxt < 0, reps[src], 0)
+            while (nxt >= 0).any():
+                live = nxt >= 0
+                acc = acc + np.where(live, acc[np.maximum(nxt, 0)], 0)
+                hop = nxt[np.maximum(nxt, 0)]
+                nxt = np.where(live, hop, -1)
+            reps[at] = acc
+        base_rep = np.where(struct, reps[rp - base_r], 0)
+        wr = rp[wk]
+        self._raw_rep.reshape(-1)[flat] = np.minimum(reps[wr], 255).astype(np.uint8)
+        return struct, dup, base_r, base_rep
 
     def _population(self, z: npt.NDArray[np.float32], is_ood: npt.NDArray[np.bool_]) -> tuple[F64, F64]:
         """Population gate seen by every event (stream order, state before the event): the distance scale
@@ -1972,6 +2107,114 @@ class AdversarialDetector:
         )
 
     # ------------------------------------------------------------------------------------- campaigns
+
+    def _ood_campaign(
+        self, n_ood: I64, slots: I64, seqs: I64, ts: I64, event_ids: npt.NDArray[Any], base: int
+    ) -> list[AlertDecision]:
+        """Extraction split over many accounts (uniform-random queries, a few per account): no account sends enough
+        for its own ood test, but together they send far more ood queries than benign traffic does.
+
+        ``n_ood`` is, for each of the batch's ood queries from an account all of whose queries so far are ood, that
+        account's count of them (0 for every other event; a resent ood input counts once, so one odd input retried
+        makes no such account). The number of such queries among the last ``ood_window`` events (stream order, this
+        one included) is tested against ``Binomial(ood_window, p_ood)``: benign traffic sends ood queries at the
+        reference rate, and these are a subset of them. The test says an extraction is under way; an account is
+        named only on its own evidence as well, at least two ood queries and nothing else (a benign account whose
+        first query happens to be ood, during an attack, is not named). At such an event where the count is
+        significant (``_ood_k``) and the window holds ``campaign_clients`` such accounts, a campaign opens listing
+        them; later ones join it, and an ``update`` follows each time ``campaign_clients`` more have (an extraction
+        spread over hundreds of accounts, each of which should be blocked; the record lists the latest
+        ``campaign_members``). It ends once ``ood_window`` events pass without a significant window. The count is a
+        running sum over the window's entries and the batch's, so the batching does not matter; only the flagged
+        events of a significant window step through the (small) loop below.
+        """
+        n = len(n_ood)
+        flag = n_ood > 0
+        w = self.ood_window
+        tail = np.arange(max(0, n - w), n)
+        at = (self._on + tail) % w  # event k of the stream is kept at position k % w
+        if not flag.any():
+            self._oring[at] = 0
+            self._on += n
+            return []
+        # the window before the batch, oldest first, then the batch
+        prev = np.roll(self._oring, -(self._on % w), axis=0)
+        cur = np.zeros((n, 3), dtype=np.int64)
+        cur[flag, 0] = self._uid[slots[flag]]
+        cur[flag, 1] = slots[flag]
+        cur[flag, 2] = n_ood[flag]
+        allv = np.concatenate([prev, cur])
+        cs = np.r_[0, np.cumsum(allv[:, 0] > 0)]
+        count = cs[w + 1 : w + n + 1] - cs[1 : n + 1]  # flagged among the last w events, each event included
+        out: list[AlertDecision] = []
+        for i in np.flatnonzero(flag & (count >= self._ood_k)).tolist():
+            oc = self._oc
+            if oc[0] >= 0 and int(seqs[i]) - oc[3] > w:
+                oc[0], oc[1], oc[2], oc[5] = -1, 0, -1, 0  # ended: a later one is another campaign
+                self._oc_members = []
+            if oc[0] < 0:
+                win = allv[i + 1 : w + i + 1]
+                win = win[win[:, 2] >= 2]
+                uids, first = np.unique(win[:, 0], return_index=True)
+                sl = win[first, 1]
+                live = self._uid[sl] == uids  # (an account evicted since is not named)
+                names = [str(self._ids[x]) for x in sl[np.argsort(first)][live[np.argsort(first)]].tolist()]
+                if len(names) < self.campaign_clients:
+                    continue
+                oc[0], oc[2], oc[4], oc[5] = oc[4], int(seqs[i]), oc[4] + 1, len(names)
+                self._oc_members = names[-self.campaign_members :]
+            elif n_ood[i] >= 2:
+                name = str(self._ids[slots[i]])
+                if name not in self._oc_members:
+                    self._oc_members = [*self._oc_members[1 - self.campaign_members :], name]
+                    oc[5] += 1
+            oc[3] = int(seqs[i])
+            if oc[5] - oc[1] >= self.campaign_clients:
+                out.append(self._ood_report(int(count[i]), i, seqs, ts, event_ids, base))
+                oc[1] = oc[5]
+        self._oring[at] = cur[tail]
+        self._on += n
+        return out
+
+    def _ood_report(
+        self, count: int, i: int, seqs: I64, ts: I64, event_ids: npt.NDArray[Any], base: int
+    ) -> AlertDecision:
+        """The extraction campaign's record at row ``i``: ``open`` at its first report, then ``update``."""
+        oc = self._oc
+        n_mem = oc[5]
+        p = float(stats.binom.sf(count - 1, self.ood_window, self.artifact.p_ood))
+        clients = [self._name(m) for m in self._oc_members]
+        return AlertDecision(
+            kind="model_extraction",
+            status="open" if oc[1] == 0 else "update",
+            severity="critical" if count >= self._ood_k2 else "warning",
+            columns=(),
+            statistic="ood_only_queries",
+            value=float(count),
+            threshold=float(self._ood_k),
+            p_value=p,
+            event_index=int(seqs[i]) - base,
+            pane=int(seqs[i]),
+            incident=int(oc[2]),
+            window_start_ts=int(ts[i]),
+            window_end_ts=int(ts[i]),
+            window_events=self.ood_window,
+            window_start_seq=int(oc[2]),
+            message=(
+                f"extraction campaign x{oc[0]}: {count} of the last {self.ood_window} queries are out of distribution "
+                f"from {n_mem} clients that send nothing else (reference rate {self.artifact.p_ood:.1e}, p={p:.1e})"
+            ),
+            evidence={
+                "campaign": f"x{oc[0]}",
+                "clients": clients,
+                "n_clients": n_mem,
+                "ood_only_queries": count,
+                "window_events": self.ood_window,
+                "event_id": str(event_ids[i]),
+                "event_seq": int(seqs[i]),
+            },
+            client_id=None,
+        )
 
     def _merge(self, ca: int, cb: int) -> int:
         """Fold one campaign into the other (the reported, else the older one survives); its id."""
