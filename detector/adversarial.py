@@ -1351,24 +1351,28 @@ class AdversarialDetector:
         is_hit[hit] = True
         keep_c = ~is_hit[copy]
         copy, kc = copy[keep_c], kc[keep_c]
-        # the time of the probe hit each event is or copies (NO_SEQ: none): a copy of a batch event takes that one's
+        # the time of the probe hit each event is or copies (NO_SEQ: none). An input keeps the origin of its first
+        # appearance still logged: a search that steps back onto the input it started from (a near hit of its own
+        # step) does not make that input a hit, so a benign client sending the same natural input is no copy of one.
+        # A copy of a batch event takes that one's.
+        again, ka = self._latest(cand, (ent[:, 2] > 0) & (changed == 0), ent[:, 3], n)  # any client's, any age
         origin = np.full(n, _NO_SEQ, dtype=np.int64)
         origin[hit] = ts[hit]
         src = np.full(n, -1, dtype=np.int64)
-        ref_c = ref[kc]
-        inb = ref_c >= base
-        src[copy[inb]] = ref_c[inb] - base
-        origin[copy[~inb]] = ent[kc[~inb], 6]  # (logged before this batch: its stored origin)
-        c_in = copy[inb]
-        if len(c_in):  # each chain of in-batch copies takes its first event's origin (pointer doubling)
+        ref_a = ref[ka]
+        inb = ref_a >= base
+        src[again[inb]] = ref_a[inb] - base
+        origin[again[~inb]] = ent[ka[~inb], 6]  # (logged before this batch: its stored origin)
+        a_in = again[inb]
+        if len(a_in):  # each chain of in-batch copies takes its first event's origin (pointer doubling)
             root = np.arange(n)
-            root[c_in] = src[c_in]
+            root[a_in] = src[a_in]
             while True:
                 up = root[root]
                 if np.array_equal(up, root):
                     break
                 root = up
-            origin[c_in] = origin[root[c_in]]
+            origin[a_in] = origin[root[a_in]]
         vals[:, 6] = origin
         live_c = (origin[copy] > _NO_SEQ) & (ts[copy] - origin[copy] <= win)
         copy, kc = copy[live_c], kc[live_c]

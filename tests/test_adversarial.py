@@ -907,9 +907,13 @@ def test_exact_copies_of_a_probe_hit_are_probe_hits_for_a_while(artifact: Advers
     step[[2, 9]] += 0.1
     win = 300_000
     y = rng.normal(size=F)
-    x = np.stack([x0, step, step, step, y, y, step])
-    c = ["a", "b", "c", "d", "e", "f", "late"]
-    t = [0, 1_000, 2_000, 3_000, 4_000, 5_000, 1_000 + win + 1]
+    x1 = rng.normal(size=F)
+    step1 = x1.copy()
+    step1[[4, 13]] -= 0.1
+    t1 = 10 * win  # (far from the rest)
+    x = np.stack([x0, step, step, step, y, y, step, x1, step1, x1, x1])
+    c = ["a", "b", "c", "d", "e", "f", "late", "a1", "b1", "g1", "h1"]
+    t = [0, 1_000, 2_000, 3_000, 4_000, 5_000, 1_000 + win + 1, t1, t1 + 1_000, t1 + 2_000, t1 + 2_000 + win]
     probes = []
     for bounds in ([len(x)], list(range(1, len(x) + 1))):
         d = det(artifact)
@@ -921,8 +925,11 @@ def test_exact_copies_of_a_probe_hit_are_probe_hits_for_a_while(artifact: Advers
         probes.append(dict(zip(state["client.id"].tolist(), state["client.probe"].tolist(), strict=True)))
     assert probes[0] == probes[1]
     # b's step hits a's input; c copies b's step, d copies c's copy; e and f send one input (a copy of no hit); the
-    # late copy of the step comes after the window of b's hit
-    assert probes[0] == {"a": 1, "b": 2, "c": 2, "d": 1, "e": 0, "f": 0, "late": 0}
+    # late copy of the step comes after the window of b's hit. Later, g1 steps back to a1's input (a hit of b1's
+    # step), and h1 sends that input again once b1's step is older than the window but g1's hit is not: it copies
+    # no hit, as the input was none when first sent (a benign client sending the input a search started from)
+    want = {"a": 1, "b": 2, "c": 2, "d": 1, "e": 0, "f": 0, "late": 0, "a1": 1, "b1": 2, "g1": 1, "h1": 0}
+    assert probes[0] == want
 
 
 def split_ood_stream(rng: np.random.Generator, accounts: int = 40, per: int = 4) -> tuple[EventBatch, Any, set[str]]:
