@@ -2126,9 +2126,9 @@ class AdversarialDetector:
         named only on its own evidence as well, at least two ood queries and nothing else (a benign account whose
         first query happens to be ood, during an attack, is not named). At such an event where the count is
         significant (``_ood_k``) and the window holds ``campaign_clients`` such accounts, a campaign opens listing
-        them; later ones join it, and an ``update`` follows each time ``campaign_clients`` more have (an extraction
-        spread over hundreds of accounts, each of which should be blocked; the record lists the latest
-        ``campaign_members``). It ends once ``ood_window`` events pass without a significant window. The count is a
+        them; later ones join it, and an ``update`` follows each time ``campaign_clients`` more, or a quarter more,
+        have (an extraction spread over hundreds of accounts, each of which should be blocked, in a few dozen
+        records; each lists the latest ``campaign_members``). It ends once ``ood_window`` events pass without a significant window. The count is a
         running sum over the window's entries and the batch's, so the batching does not matter; only the flagged
         events of a significant window step through the (small) loop below.
         """
@@ -2173,7 +2173,7 @@ class AdversarialDetector:
                     self._oc_members = [*self._oc_members[1 - self.campaign_members :], name]
                     oc[5] += 1
             oc[3] = int(seqs[i])
-            if oc[5] - oc[1] >= self.campaign_clients:
+            if oc[5] - oc[1] >= max(self.campaign_clients, oc[1] // 4):
                 out.append(self._ood_report(int(count[i]), i, seqs, ts, event_ids, base))
                 oc[1] = oc[5]
         self._oring[at] = cur[tail]
