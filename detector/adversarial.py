@@ -845,6 +845,7 @@ class AdversarialDetector:
         # benign traffic sends ood queries at the reference rate, and these accounts' queries are a subset of them
         kk = np.arange(1, ood_window + 2)
         tail = stats.binom.sf(kk - 1, ood_window, artifact.p_ood)
+        self._ood_tail = tail  # (the p-value of a count: tail[count - 1])
         self._ood_k = int(kk[np.argmax(tail < alpha)]) if (tail < alpha).any() else ood_window + 1
         self._ood_k2 = int(kk[np.argmax(tail < alpha**2)]) if (tail < alpha**2).any() else ood_window + 1
         self.campaign_members = campaign_members
@@ -2126,9 +2127,9 @@ class AdversarialDetector:
         named only on its own evidence as well, at least two ood queries and nothing else (a benign account whose
         first query happens to be ood, during an attack, is not named). At such an event where the count is
         significant (``_ood_k``) and the window holds ``campaign_clients`` such accounts, a campaign opens listing
-        them; later ones join it, and an ``update`` follows each time ``campaign_clients`` more, or a quarter more,
-        have (an extraction spread over hundreds of accounts, each of which should be blocked, in a few dozen
-        records; each lists the latest ``campaign_members``). It ends once ``ood_window`` events pass without a significant window. The count is a
+        them; later ones join it, and an ``update`` follows each time ``campaign_clients`` more have (an extraction
+        spread over hundreds of accounts, each of which should be blocked; the record lists the latest
+        ``campaign_members``). It ends once ``ood_window`` events pass without a significant window. The count is a
         running sum over the window's entries and the batch's, so the batching does not matter; only the flagged
         events of a significant window step through the (small) loop below.
         """
@@ -2150,30 +2151,37 @@ class AdversarialDetector:
         allv = np.concatenate([prev, cur])
         cs = np.r_[0, np.cumsum(allv[:, 0] > 0)]
         count = cs[w + 1 : w + n + 1] - cs[1 : n + 1]  # flagged among the last w events, each event included
+        cs2 = np.r_[0, np.cumsum(allv[:, 2] >= 2)]
+        twice = cs2[w + 1 : w + n + 1] - cs2[1 : n + 1]  # of those, second (or later) ones of their account
         out: list[AlertDecision] = []
-        for i in np.flatnonzero(flag & (count >= self._ood_k)).tolist():
+        q = np.flatnonzero(flag & (count >= self._ood_k))
+        # (plain ints: most of these events only move the campaign's last significant position)
+        for i, seq, n_i, tw in zip(q.tolist(), seqs[q].tolist(), n_ood[q].tolist(), twice[q].tolist(), strict=True):
             oc = self._oc
-            if oc[0] >= 0 and int(seqs[i]) - oc[3] > w:
+            if oc[0] >= 0 and seq - oc[3] > w:
                 oc[0], oc[1], oc[2], oc[5] = -1, 0, -1, 0  # ended: a later one is another campaign
                 self._oc_members = []
             if oc[0] < 0:
+                if tw < self.campaign_clients:  # (fewer accounts to name than needed, whoever they are)
+                    continue
                 win = allv[i + 1 : w + i + 1]
                 win = win[win[:, 2] >= 2]
                 uids, first = np.unique(win[:, 0], return_index=True)
-                sl = win[first, 1]
-                live = self._uid[sl] == uids  # (an account evicted since is not named)
-                names = [str(self._ids[x]) for x in sl[np.argsort(first)][live[np.argsort(first)]].tolist()]
-                if len(names) < self.campaign_clients:
+                by_first = np.argsort(first)
+                sl = win[first, 1][by_first]
+                sl = sl[self._uid[sl] == uids[by_first]]  # (an account evicted since is not named)
+                if len(sl) < self.campaign_clients:
                     continue
-                oc[0], oc[2], oc[4], oc[5] = oc[4], int(seqs[i]), oc[4] + 1, len(names)
+                names = [str(self._ids[x]) for x in sl.tolist()]
+                oc[0], oc[2], oc[4], oc[5] = oc[4], seq, oc[4] + 1, len(names)
                 self._oc_members = names[-self.campaign_members :]
-            elif n_ood[i] >= 2:
+            elif n_i >= 2:
                 name = str(self._ids[slots[i]])
                 if name not in self._oc_members:
                     self._oc_members = [*self._oc_members[1 - self.campaign_members :], name]
                     oc[5] += 1
-            oc[3] = int(seqs[i])
-            if oc[5] - oc[1] >= max(self.campaign_clients, oc[1] // 4):
+            oc[3] = seq
+            if oc[5] - oc[1] >= self.campaign_clients:
                 out.append(self._ood_report(int(count[i]), i, seqs, ts, event_ids, base))
                 oc[1] = oc[5]
         self._oring[at] = cur[tail]
@@ -2186,8 +2194,8 @@ class AdversarialDetector:
         """The extraction campaign's record at row ``i``: ``open`` at its first report, then ``update``."""
         oc = self._oc
         n_mem = oc[5]
-        p = float(stats.binom.sf(count - 1, self.ood_window, self.artifact.p_ood))
-        clients = [self._name(m) for m in self._oc_members]
+        p = float(self._ood_tail[count - 1])
+        clients = list(self._oc_members) if self.pseudonymize_key is None else [self._name(m) for m in self._oc_members]
         return AlertDecision(
             kind="model_extraction",
             status="open" if oc[1] == 0 else "update",

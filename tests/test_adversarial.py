@@ -970,7 +970,6 @@ def test_split_uniform_extraction_is_one_campaign(artifact: AdversarialArtifact)
     assert all(a.status == "update" for a in camp[1:])
     listed = set().union(*(a.evidence["clients"] for a in camp))
     assert listed <= accounts and len(listed) >= 30
-    assert len(camp) <= 10  # updates as the named accounts grow by 3 or by a quarter: no record per account
     assert camp[0].p_value is not None and camp[0].p_value < d.alpha
     # before any account's own test could fire (its third query): within the second round of queries
     steps = np.isin(b.client_id[: camp[0].event_index + 1].astype(str), list(accounts)).sum()
