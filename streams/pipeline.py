@@ -203,6 +203,17 @@ class _PositionRing:
                 self.sources.append(name)
         return np.asarray([self._source_idx[name] for name in pos.names], dtype=np.int32)
 
+    def _span(self, a: int, b: int) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32], npt.NDArray[np.int64]]:
+        """Sources, partitions and offsets of events ``a .. b - 1``: one or two slices of the circular buffers
+        (an alert's window can reach back thousands of events, and a chunk can make thousands of alerts)."""
+        i = a % self.capacity
+        j = i + max(b - a, 0)
+        if j <= self.capacity:
+            return self.src[i:j], self.part[i:j], self.off[i:j]
+        k = j - self.capacity
+        cat = np.concatenate
+        return cat([self.src[i:], self.src[:k]]), cat([self.part[i:], self.part[:k]]), cat([self.off[i:], self.off[:k]])
+
     def describe(
         self,
         start_seq: int,
@@ -212,39 +223,50 @@ class _PositionRing:
     ) -> dict[str, Any]:
         """Source range of events ``start_seq .. end_seq``; the events from :attr:`seen` on are
         ``rows`` of ``pos`` (the chunk being processed, not yet added)."""
-        old = np.arange(max(start_seq, self.lo), min(end_seq + 1, self.seen), dtype=np.int64) % self.capacity
-        src, part, off = self.src[old], self.part[old], self.off[old]
+        first, stop = max(start_seq, self.lo), min(end_seq + 1, self.seen)
+        pieces = [self._span(first, stop)] if stop > first else []
         kind = self.kind
+        new = np.zeros(0, dtype=np.int64)
         if pos is not None and rows is not None:
             new = rows[max(start_seq - self.seen, 0) : max(end_seq - self.seen + 1, 0)]
-            src = np.concatenate([src, self._ids(pos)[pos.source[new]]])
-            part = np.concatenate([part, pos.partition[new]])
-            off = np.concatenate([off, pos.offset[new]])
             kind = pos.kind
-        if not len(off):
-            return {}
-        if kind == "file":
+        if kind == "file":  # (the offsets alone, and the last event's file)
+            offs = [x[2] for x in pieces if len(x[2])]
+            if pos is not None and len(new):
+                offs.append(pos.offset[new])
+                last_file = pos.names[pos.source[new[-1]]]
+            elif offs:
+                last_file = self.sources[pieces[-1][0][-1]]
+            if not offs:
+                return {}
             return {
-                "file": self.sources[src[-1]],
-                "line_start": int(off.min()),
-                "line_end": int(off.max()),
-                "line": int(off[-1]),
+                "file": last_file,
+                "line_start": min(int(o.min()) for o in offs),
+                "line_end": max(int(o.max()) for o in offs),
+                "line": int(offs[-1][-1]),
             }
+        if pos is not None and len(new):
+            pieces.append((self._ids(pos)[pos.source[new]], pos.partition[new], pos.offset[new]))
+        if not pieces:
+            return {}
+        last_src, last_part, last_off = (int(x[-1]) for x in pieces[-1])
+        src, part, off = (np.concatenate(c) for c in zip(*pieces, strict=True))
+        key = (src.astype(np.int64) << 32) | part.astype(np.int64)  # (partitions are >= 0)
         ranges = []
-        for s, p in sorted({(int(a), int(b)) for a, b in zip(src, part, strict=True)}):
-            sel = (src == s) & (part == p)
+        for k in np.unique(key).tolist():  # sorted by topic, then partition
+            sel = key == k
             ranges.append(
                 {
-                    "topic": self.sources[s],
-                    "partition": p,
+                    "topic": self.sources[k >> 32],
+                    "partition": k & 0xFFFFFFFF,
                     "offset_start": int(off[sel].min()),
                     "offset_end": int(off[sel].max()),
                 }
             )
         return {
-            "topic": self.sources[src[-1]],
-            "partition": int(part[-1]),
-            "offset": int(off[-1]),
+            "topic": self.sources[last_src],
+            "partition": last_part,
+            "offset": last_off,
             "ranges": ranges,
         }
 
