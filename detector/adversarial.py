@@ -84,7 +84,7 @@ import hashlib
 import hmac
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -579,6 +579,19 @@ def _seg_cumsum(x: F64, starts: I64, lens: I64, carry: F64) -> F64:
         np.cumsum(a, axis=1, out=a)
         out[idx] = a[:, 1:][m]
     return out
+
+
+def _chain_sums(nxt: I64, val: I64) -> I64:
+    """Per node of linked chains (``nxt[i]``: the next node of ``i``'s chain, -1: ``i`` ends it), the sum of ``val``
+    from the node to its chain's end, both included: pointer jumping, log2 of the longest chain passes (a chain of
+    exact copies, or of exact re-sends, can run through a whole batch)."""
+    acc = val.copy()
+    while (nxt >= 0).any():
+        live = nxt >= 0
+        at = np.maximum(nxt, 0)
+        acc += np.where(live, acc[at], 0)
+        nxt = np.where(live, nxt[at], -1)
+    return acc
 
 
 def _decayed_rates(tmax: I64, ep0: I64, acc0: F64, gstarts: I64, m_g: I64, tau_ms: float) -> tuple[F64, F64]:
@@ -1128,6 +1141,10 @@ class AdversarialDetector:
             return client
         return "p-" + hmac.new(self.pseudonymize_key, client.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
 
+    def _names(self, clients: Iterable[str]) -> list[str]:
+        """:meth:`_name` of each client (a campaign record lists hundreds, each record anew)."""
+        return list(clients) if self.pseudonymize_key is None else [self._name(c) for c in clients]
+
     def _slots(self, ids: npt.NDArray[np.object_], ts: I64) -> I64:
         """Slot of every event's client, allocating (and evicting) as needed."""
         get = self._index.get
@@ -1364,16 +1381,8 @@ class AdversarialDetector:
         inb = ref_a >= base
         src[again[inb]] = ref_a[inb] - base
         origin[again[~inb]] = ent[ka[~inb], 6]  # (logged before this batch: its stored origin)
-        a_in = again[inb]
-        if len(a_in):  # each chain of in-batch copies takes its first event's origin (pointer doubling)
-            root = np.arange(n)
-            root[a_in] = src[a_in]
-            while True:
-                up = root[root]
-                if np.array_equal(up, root):
-                    break
-                root = up
-            origin[a_in] = origin[root[a_in]]
+        if inb.any():  # each chain of in-batch copies takes its first event's origin
+            origin = _chain_sums(src, np.where(src >= 0, 0, origin))
         vals[:, 6] = origin
         live_c = (origin[copy] > _NO_SEQ) & (ts[copy] - origin[copy] <= win)
         copy, kc = copy[live_c], kc[live_c]
@@ -1964,8 +1973,8 @@ class AdversarialDetector:
             struct[t] = ok
             base_r[t[ok]] = best_r[t[ok]]
         # Exact re-sends, back to back: an event repeating the query ``dup_r`` back was sent once more than it. A
-        # client's chain of repeats can span the batch, so the counts are path lengths (pointer doubling: log2 of the
-        # longest chain passes, over the repeats only); the ring's entries bring their counts from earlier batches.
+        # client's chain of repeats can span the batch, so the counts are path lengths (over the repeats only); the
+        # ring's entries bring their counts from earlier batches.
         reps = sc.get("st.reps", (tot,), np.int64)
         reps[...] = 0
         if tf:
@@ -1974,17 +1983,10 @@ class AdversarialDetector:
         if len(d_i):
             at = rp[d_i]
             src = at - dup_r[d_i]
-            acc = np.ones(len(d_i), dtype=np.int64)
             pos = np.full(tot, -1, dtype=np.int64)  # where each repeat is among d_i
             pos[at] = np.arange(len(d_i))
             nxt = pos[src]  # -1: the chain ends at a query that repeats nothing (its own count, from the ring)
-            acc += np.where(nxt < 0, reps[src], 0)
-            while (nxt >= 0).any():
-                live = nxt >= 0
-                acc = acc + np.where(live, acc[np.maximum(nxt, 0)], 0)
-                hop = nxt[np.maximum(nxt, 0)]
-                nxt = np.where(live, hop, -1)
-            reps[at] = acc
+            reps[at] = _chain_sums(nxt, 1 + np.where(nxt < 0, reps[src], 0))
         base_rep = np.where(struct, reps[rp - base_r], 0)
         wr = rp[wk]
         self._raw_rep.reshape(-1)[flat] = np.minimum(reps[wr], 255).astype(np.uint8)
@@ -2195,7 +2197,7 @@ class AdversarialDetector:
         oc = self._oc
         n_mem = oc[5]
         p = float(self._ood_tail[count - 1])
-        clients = list(self._oc_members) if self.pseudonymize_key is None else [self._name(m) for m in self._oc_members]
+        clients = self._names(self._oc_members)
         return AlertDecision(
             kind="model_extraction",
             status="open" if oc[1] == 0 else "update",
@@ -2396,7 +2398,7 @@ class AdversarialDetector:
         if c[2] == 0:
             c[3] = int(seqs[i])
         c[2] = n_mem
-        clients = [self._name(m) for m in c[4]]
+        clients = self._names(c[4])
         return AlertDecision(
             kind="evasion_probing",
             status=status,
