@@ -453,6 +453,16 @@ def feed(d: AdversarialDetector, b: EventBatch, bounds: list[int], start: int = 
     return out
 
 
+def evasion_feeder(b: EventBatch) -> Callable[..., list[tuple[Any, ...]]]:
+    """``fed(d, bounds, start=0)``: the ``evasion_probing`` alerts of :func:`feed` over ``b`` (query floods of heavy
+    clients carry heavy-hitter lists, sketches merged per batch, which batchings may tell apart)."""
+
+    def fed(d: AdversarialDetector, bounds: list[int], start: int = 0) -> list[tuple[Any, ...]]:
+        return [a for a in feed(d, b, bounds, start) if a[0] == "evasion_probing"]
+
+    return fed
+
+
 def random_bounds(rng: np.random.Generator, n: int, most: int) -> list[int]:
     """Ends of random chunks of 1..most-1 events covering ``n`` events."""
     cuts = np.cumsum(rng.integers(1, most, size=n))
@@ -664,10 +674,7 @@ def test_structured_steps_do_not_depend_on_batch_boundaries(artifact: Adversaria
     b = batch(x[o], c[o], t[o])
     n = len(b)
 
-    def feed_ev(d: AdversarialDetector, bounds: list[int], start: int = 0) -> list[tuple[Any, ...]]:
-        # (the heavy clients also open query floods, whose heavy-hitter lists are sketches merged per batch)
-        return [a for a in feed(d, b, bounds, start) if a[0] == "evasion_probing"]
-
+    feed_ev = evasion_feeder(b)
     d = det(artifact)
     whole = feed_ev(d, [n])
     ref = d.snapshot()
@@ -851,9 +858,7 @@ def test_split_coordinate_campaign_does_not_depend_on_batch_boundaries(artifact:
     b = batch(x[o], c[o], t[o])
     n = len(b)
 
-    def feed_camp(d: AdversarialDetector, bounds: list[int], start: int = 0) -> list[tuple[Any, ...]]:
-        return [a for a in feed(d, b, bounds, start) if a[0] == "evasion_probing"]
-
+    feed_camp = evasion_feeder(b)
     d = det(artifact)
     whole = feed_camp(d, [n])
     ref = d.snapshot()
