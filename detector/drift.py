@@ -104,8 +104,6 @@ class DriftMonitor:
         self.min_events = min_events
         ref = reference
         self.binner = Binner(ref)
-        self._n_num, self._n_cat = self.binner.n_num, self.binner.n_cat
-        self._num_width, self._cat_width = self.binner.num_width, self.binner.cat_width
         self._ref_num = BinnedComparison(ref.num_counts)
         self._ref_cat = BinnedComparison(ref.cat_counts)
         self._ref_cat_counts = ref.cat_counts
@@ -139,7 +137,7 @@ class DriftMonitor:
         """
         if cells is None:
             cells = self.cells(batch)
-        elif cells.shape != (len(batch), self._n_num + self._n_cat):
+        elif cells.shape != (len(batch), self.binner.n_num + self.binner.n_cat):
             raise SchemaMismatchError(f"cells of shape {cells.shape} for {len(batch)} events")
         closes = self._pane_window.update(cells, batch.ts)
         return self._report(closes.counts, closes)
@@ -161,9 +159,10 @@ class DriftMonitor:
 
     def _report(self, counts: IntArray, closes: Any) -> DriftReport:
         e = len(counts)
-        nn, nc = self._n_num, self._n_cat
-        num = counts[:, : nn * self._num_width].reshape(e, nn, self._num_width)
-        cat = counts[:, nn * self._num_width :].reshape(e, nc, self._cat_width)
+        bn = self.binner
+        nn, nc = bn.n_num, bn.n_cat
+        num = counts[:, : nn * bn.num_width].reshape(e, nn, bn.num_width)
+        cat = counts[:, nn * bn.num_width :].reshape(e, nc, bn.cat_width)
         num_hist, num_missing = num[..., :-1], num[..., -1]
         cat_hist, cat_missing = cat[..., :-1], cat[..., -1]
         num_psi, num_js, d, ks_p = self._ref_num.compare(num_hist)
