@@ -51,8 +51,7 @@ def _start(decoder: Decoder, preparers: Preparers, spec: tuple[str, int, int] | 
     global _decoder, _preparers, _slots
     _decoder, _preparers = decoder, preparers
     _slots = None if spec is None else ChunkSlots.attach(spec)
-    process.settle()
-    process.exit_with_parent()
+    process.settle_child()
 
 
 def _ready() -> bool:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import multiprocessing as mp
 import os
-import pickle
 import sys
 import time
 from collections.abc import Iterator
@@ -59,11 +58,10 @@ def read_decoded_chunks(
     """``(decoded chunk, line numbers)`` of a JSONL file, decoded here or, with ``ahead``, by a child
     process (with a copy of ``decoder``) that stays at most two chunks ahead: the same results.
 
-    The child also applies ``preparers`` to the chunks after its first (whose decoding would wait for
-    their imports), see :func:`streams.ahead.prepare`."""
+    The child also applies ``preparers`` to the chunks, see :func:`streams.ahead.prepare`."""
     if not ahead:
         return _decoded_here(str(path), chunk_size, decoder)
-    return _decoded_ahead(str(path), chunk_size, decoder, pickle.dumps(dict(preparers or {})))
+    return _decoded_ahead(str(path), chunk_size, decoder, dict(preparers or {}))
 
 
 def _decoded_here(path: str, chunk_size: int, decoder: Decoder) -> _Decoded:
@@ -76,18 +74,15 @@ def _decode_worker(
     chunk_size: int,
     decoder: Decoder,
     out: Any,
-    preparers: bytes,
+    preparers: Preparers,
     spec: tuple[str, int, int] | None,
     free: Any,
 ) -> None:
-    process.settle()
-    process.exit_with_parent()
+    process.settle_child()
     slots = None if spec is None else ChunkSlots.attach(spec)
     try:
-        loaded: Preparers | None = None
         for decoded, numbers in _decoded_here(path, chunk_size, decoder):
-            if loaded is not None:
-                decoded = prepare(decoded, loaded)
+            decoded = prepare(decoded, preparers)
             if slots is None:
                 packed = pack_inline(decoded)
             else:
@@ -96,8 +91,6 @@ def _decode_worker(
                 if packed.slot is None:  # too large for a slot: it went inline
                     free.put(slot)
             out.put((packed, numbers))
-            if loaded is None:
-                loaded = pickle.loads(preparers)
     except SourceError as e:
         out.put(e)
     except BaseException as e:  # reported to the parent, which raises it
@@ -114,7 +107,7 @@ def _decode_worker(
 _SLOTS = 3
 
 
-def _decoded_ahead(path: str, chunk_size: int, decoder: Decoder, preparers: bytes) -> _Decoded:
+def _decoded_ahead(path: str, chunk_size: int, decoder: Decoder, preparers: Preparers) -> _Decoded:
     """The chunks of :func:`_decoded_here`, decoded by a child process at most two chunks ahead."""
     ctx = mp.get_context("spawn")  # no fork of a process that may hold library threads
     queue = ctx.Queue(maxsize=2)

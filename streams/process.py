@@ -49,6 +49,12 @@ def _keep_freed_memory() -> None:
         log.debug("mallopt refused the thresholds; the allocator keeps its defaults")
 
 
+def settle_child() -> None:
+    """:func:`settle` for a decoding child, which also ends with its parent (:func:`exit_with_parent`)."""
+    settle()
+    exit_with_parent()
+
+
 def exit_with_parent(poll_s: float = 1.0) -> None:
     """End this process (``os._exit``) within ``poll_s`` of its parent's death, from a daemon thread.
 
