@@ -690,7 +690,6 @@ def w_replay(cfg: dict[str, Any]) -> dict[str, Any]:
     from streams.replay import replay_file
     from streams.service import load_active_baselines, open_store
 
-    limits = _limit_blas()
     process.settle()  # what ``inferwatch replay`` does first (one BLAS thread, freed memory kept)
     settings = _settings(cfg["store"], adversarial={"max_clients": cfg["max_clients"]})
     baselines = load_active_baselines(open_store(settings))
@@ -707,7 +706,6 @@ def w_replay(cfg: dict[str, Any]) -> dict[str, Any]:
             )
             seconds, cpu = time.perf_counter() - t, _cpu_with_children() - c
         kinds = Counter(json.loads(line)["kind"] for line in (Path(tmp) / "alerts.jsonl").open("rb"))
-    del limits
     return _result(seconds, cpu, summary.events, dead_letters=summary.dead_letters, alerts=dict(kinds))
 
 
@@ -751,7 +749,6 @@ def w_stages(cfg: dict[str, Any]) -> dict[str, Any]:
     from streams.pipeline import Positions
     from streams.service import load_active_baselines, make_pipeline, open_store
 
-    limits = _limit_blas()
     process.settle()
     settings = _settings(cfg["store"], adversarial={"max_clients": cfg["max_clients"]})
     pipeline = make_pipeline(settings, load_active_baselines(open_store(settings)))
@@ -796,7 +793,6 @@ def w_stages(cfg: dict[str, Any]) -> dict[str, Any]:
     seconds, cpu = time.perf_counter() - t, time.process_time() - c
     spent["rest"] = seconds - spent["read"] - spent["decode"] - spent["prepare"] - spent["detect"]
     clients = int(tracked[0].n_clients) if tracked else 0
-    del limits
     return _result(seconds, cpu, n, stages=spent, tracked_clients=clients)
 
 
