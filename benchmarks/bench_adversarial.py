@@ -383,25 +383,29 @@ def run_detector(stream: Stream, det: AdversarialDetector, batch: int = 2000) ->
     return alerts, dt
 
 
-def flags_from_alerts(stream: Stream, alerts: list[Any], min_severity: str = "warning") -> npt.NDArray[np.bool_]:
-    """Per-event flag: the event's client has an alert (>= min_severity) open at that event."""
+def first_alerts(alerts: list[Any], min_severity: str = "warning") -> dict[str, int]:
+    """Per client: the stream position of the first open/update alert (>= min_severity) naming it (a campaign
+    alert names every client it lists; ``pane`` is the stream position, ``event_index`` the row in its batch)."""
     rank = {"info": 0, "warning": 1, "critical": 2}
-    n = len(stream.ts)
-    open_at: dict[str, int] = {}
-    close_at: dict[str, int] = defaultdict(lambda: n)
+    first: dict[str, int] = {}
     for a in alerts:
         if a.status in ("open", "update") and rank[a.severity] >= rank[min_severity]:
             names = a.evidence.get("clients", []) if a.client_id is None else [a.client_id]
             for c in names:
-                # ``pane`` is the stream position (``event_index`` is the row within its batch)
-                open_at[c] = min(open_at.get(c, n), a.pane)
+                first[c] = min(first.get(c, a.pane), a.pane)
+    return first
+
+
+def flags_from_alerts(stream: Stream, first: dict[str, int]) -> npt.NDArray[np.bool_]:
+    """Per-event flag: the event's client has been named by an alert (``first_alerts``) at or before the event."""
+    n = len(stream.ts)
     pos = defaultdict(list)
     for i, c in enumerate(stream.client):
         pos[c].append(i)
     flag = np.zeros(n, dtype=bool)
-    for c, first in open_at.items():
+    for c, at in first.items():
         idx = np.asarray(pos.get(c, []), dtype=np.int64)
-        flag[idx[(idx >= first) & (idx < close_at[c])]] = True
+        flag[idx[idx >= at]] = True
     return flag
 
 
@@ -499,22 +503,27 @@ def run_references(
 # ----------------------------------------------------------------------------------------- metrics
 
 
-def per_attack(stream: Stream, flags: npt.NDArray[np.bool_]) -> dict[str, dict[str, Any]]:
-    """Per attack: detection rate (an instance counts once any of its accounts is flagged), queries before the
-    first flag (median, p90, over detected instances), share of attack queries flagged."""
+def per_attack(
+    stream: Stream, flags: npt.NDArray[np.bool_], client_first: dict[str, int] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Per attack: detection rate (an instance counts once any of its accounts is named), queries before the
+    first alert (median, p90, over detected instances: the instance's queries up to the alert's position),
+    share of attack queries flagged. ``client_first``: each client's first alert position; without it (the
+    per-query reference detectors), each client's first flagged query."""
     res: dict[str, dict[str, Any]] = {}
     is_attack = ~np.char.startswith(stream.group.astype(str), "benign") & (stream.group != "flood")
     groups = sorted(set(stream.group[is_attack].tolist()))
-    client_first: dict[str, int] = {}
-    for i in np.flatnonzero(flags):
-        client_first.setdefault(str(stream.client[i]), int(i))
+    if client_first is None:
+        client_first = {}
+        for i in np.flatnonzero(flags):
+            client_first.setdefault(str(stream.client[i]), int(i))
     for g in groups:
         m = (stream.group == g) & (stream.qidx >= 0)
         delays, det, n_inst = [], 0, 0
         for inst in sorted(set(stream.inst[m].tolist())):
             mi = np.flatnonzero(m & (stream.inst == inst))
             n_inst += 1
-            # first flag of any of the instance's accounts (flag may be on a mixed-in benign query)
+            # first alert on any of the instance's accounts (it may fire on a mixed-in benign query)
             clients = set(stream.client[mi].tolist())
             firsts = [client_first[c] for c in clients if c in client_first]
             if firsts:
@@ -721,7 +730,8 @@ def main() -> None:
         alerts, dt = run_detector(st, det)
         t_det += dt
         n_det += len(st.ts)
-        flag = flags_from_alerts(st, alerts)
+        named = first_alerts(alerts)
+        flag = flags_from_alerts(st, named)
         if os.environ.get("BENCH_DEBUG"):
             ben = {str(c) for c in st.client[np.char.startswith(st.group.astype(str), "benign")]}
             from collections import Counter
@@ -741,7 +751,7 @@ def main() -> None:
         if not args.quick:
             methods.update(run_references(st, xref, np.random.default_rng(3)))
         for mname, fl in methods.items():
-            for g, r in per_attack(st, fl).items():
+            for g, r in per_attack(st, fl, named if mname == "inferwatch" else None).items():
                 rows.append((variant, f"{g}|{mname}", r))
             benign_rows.append((variant, mname, benign_stats(st, fl)))
         info = [a for a in alerts if a.severity == "info" and a.status == "open"]
@@ -832,7 +842,9 @@ def report(
     L.append("\n## Attacks\n")
     L.append(
         "Detection = instance (attacked sample) has a warning/critical alert naming one of its accounts, or a "
-        "campaign alert listing one. Queries = the attack's own queries up to the first flag.\n"
+        "campaign alert listing one. Queries = the attack's own queries up to the event the first such alert fired "
+        "at (for the per-query reference detectors: the first flagged query). Share flagged = the attack's queries "
+        "sent by an account already named.\n"
     )
     L.append("| variant | attack | method | detected | median q | p90 q | share flagged |")
     L.append("|---|---|---|---|---|---|---|")
