@@ -1260,6 +1260,7 @@ class AdversarialDetector:
 
         ids = pick(batch.client_id)
         ts = pick(batch.ts)
+        is_ood = pick(is_ood)
         if features is None:
             q = self.featurizer(batch if every else batch.take(rows))
         elif len(features) != n:

@@ -985,6 +985,27 @@ def test_split_uniform_extraction_is_one_campaign(artifact: AdversarialArtifact)
     assert named <= accounts | {f"heavy{u}" for u in range(2)}, named  # (heavy benign clients: query floods)
 
 
+def test_ood_flags_stay_with_their_events_when_some_have_no_client(artifact: AdversarialArtifact) -> None:
+    """Events without a client id are skipped; the ood flags of the others stay theirs (not shifted onto them by
+    the skipped rows): the alerts are those of the batch without the skipped events."""
+    rng = np.random.default_rng(51)
+    b, ood, _ = split_ood_stream(rng)
+    n = len(b)
+    gaps = rng.random(n) < 0.3  # client-less rows (not ood) slipped in between
+    order = np.argsort(np.r_[np.arange(n), np.flatnonzero(gaps) + 0.5], kind="stable")
+    x = np.r_[b.numeric, rng.normal(size=(int(gaps.sum()), F))][order]
+    ids = np.r_[b.client_id, np.full(int(gaps.sum()), None, dtype=object)][order]
+    ts = np.r_[b.ts, b.ts[gaps]][order]
+    flags = np.r_[ood, np.zeros(int(gaps.sum()), dtype=bool)][order]
+    with_gaps = batch(x, ids, ts)
+    keep = np.flatnonzero(ids != None)  # noqa: E711
+    got = det(artifact).update(with_gaps, seq=0, ood=flags)
+    want = det(artifact).update(with_gaps.take(keep), seq=0, ood=flags[keep])
+    assert want and [(a.kind, a.status, a.client_id, keep[a.event_index]) for a in want] == [
+        (a.kind, a.status, a.client_id, a.event_index) for a in got
+    ]
+
+
 def test_split_uniform_campaign_does_not_depend_on_batch_boundaries(artifact: AdversarialArtifact) -> None:
     """The ood window gives the same alerts and state in one batch, row by row, in random chunks and across a
     snapshot/restore."""
