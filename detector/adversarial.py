@@ -159,6 +159,22 @@ _FLOAT_FIELDS = (
 _INT_FIELDS = ("k", "history", "n_reference")
 
 
+@dataclass(eq=False)
+class _Campaign:
+    """A campaign's running state (mutable; :meth:`AdversarialDetector.snapshot` stores it as arrays)."""
+
+    links: int  # hits counted for it (boundary and probe hits), also the write position in ``ring``
+    boundary_hits: int
+    reported: int  # members at the last record (0: not reported yet)
+    incident: int  # seq of the opening record (-1: none yet)
+    members: list[str]
+    ring: npt.NDArray[np.float32]  # (_CAMP_RING, d): the embeddings of its last hits
+    probe_hits: int
+    last_link: int  # seq of its latest linking probe hit (-1: none)
+
+    STATS = ("links", "boundary_hits", "reported", "incident", "probe_hits", "last_link")
+
+
 @dataclass(frozen=True)
 class AdversarialArtifact:
     """Reference calibration of :class:`AdversarialDetector`, kept in the baseline.
@@ -947,7 +963,7 @@ class AdversarialDetector:
         self._pn = 0
         # campaigns: id -> [hits, boundary hits, reported members, incident, members (client ids), recent hits' z,
         # probe hits, seq of the last probe hit's query]
-        self._camps: dict[int, list[Any]] = {}
+        self._camps: dict[int, _Campaign] = {}
         self._next_camp = 0
         # extraction split over accounts: the last ood_window events (uid, slot and ood query count of an ood-only
         # account's ood query, uid 0 otherwise), the events seen, and the campaign: [id (-1: none), accounts joined
@@ -1037,12 +1053,12 @@ class AdversarialDetector:
         cids = sorted(self._camps)
         out["campaign.id"] = np.asarray(cids, dtype=np.int64)
         out["campaign.stats"] = np.asarray(
-            [[*self._camps[c][:4], *self._camps[c][6:8]] for c in cids], dtype=np.int64
+            [[getattr(self._camps[c], f) for f in _Campaign.STATS] for c in cids], dtype=np.int64
         ).reshape(-1, 6)
-        members = [self._camps[c][4] for c in cids]
+        members = [self._camps[c].members for c in cids]
         out["campaign.n_members"] = np.asarray([len(m) for m in members], dtype=np.int64)
         out["campaign.members"] = np.asarray([s for m in members for s in m], dtype=str)
-        out["campaign.z"] = np.asarray([self._camps[c][5] for c in cids], dtype=np.float32).reshape(
+        out["campaign.z"] = np.asarray([self._camps[c].ring for c in cids], dtype=np.float32).reshape(
             len(cids), _CAMP_RING, self.artifact.projection.shape[1]
         )
         out["probe.table"] = self._pt.copy()
@@ -1098,12 +1114,11 @@ class AdversarialDetector:
             mem = [str(s) for s in state["campaign.members"]]
             pos = 0
             for i, cid in enumerate(np.asarray(state["campaign.id"], dtype=np.int64).tolist()):
-                self._camps[cid] = [
-                    *st[i, :4].tolist(),
-                    mem[pos : pos + int(nm[i])],
-                    np.asarray(state["campaign.z"][i], dtype=np.float32),
-                    *st[i, 4:].tolist(),
-                ]
+                self._camps[cid] = _Campaign(
+                    **dict(zip(_Campaign.STATS, st[i].tolist(), strict=True)),
+                    members=mem[pos : pos + int(nm[i])],
+                    ring=np.asarray(state["campaign.z"][i], dtype=np.float32),
+                )
                 pos += int(nm[i])
             c = np.asarray(state["meta.counters"], dtype=np.int64)
             self._next_uid, self._next_camp, self._sketch.total = int(c[0]), int(c[1]), int(c[2])
@@ -2233,15 +2248,17 @@ class AdversarialDetector:
 
     def _merge(self, ca: int, cb: int) -> int:
         """Fold one campaign into the other (the reported, else the older one survives); its id."""
-        keep, drop = (ca, cb) if (self._camps[ca][2] > 0, -ca) >= (self._camps[cb][2] > 0, -cb) else (cb, ca)
+        keep, drop = (
+            (ca, cb) if (self._camps[ca].reported > 0, -ca) >= (self._camps[cb].reported > 0, -cb) else (cb, ca)
+        )
         d = self._camps.pop(drop)
         kc = self._camps[keep]
-        kc[0] += d[0]
-        kc[1] += d[1]
-        kc[4] = list(dict.fromkeys(kc[4] + d[4]))[: self.campaign_members]
-        kc[6] += d[6]
-        kc[7] = max(kc[7], d[7])
-        for name in d[4]:
+        kc.links += d.links
+        kc.boundary_hits += d.boundary_hits
+        kc.members = list(dict.fromkeys(kc.members + d.members))[: self.campaign_members]
+        kc.probe_hits += d.probe_hits
+        kc.last_link = max(kc.last_link, d.last_link)
+        for name in d.members:
             sl = self._index.get(name)
             if sl is not None and self._campaign[sl] == drop:
                 self._campaign[sl] = keep
@@ -2351,7 +2368,7 @@ class AdversarialDetector:
             # campaign's recent hits, this query or one of the pair's own earlier queries (a split
             # search that jumped ahead still has accounts whose last queries were where it probed before).
             cids = list(self._camps)
-            cz = np.stack([self._camps[c][5] for c in cids])  # (campaigns, ring, d)
+            cz = np.stack([self._camps[c].ring for c in cids])  # (campaigns, ring, d)
             pts = [z[i][None].astype(np.float32)]
             for sl in (s, o):
                 if sl >= 0:
@@ -2365,13 +2382,14 @@ class AdversarialDetector:
         if ca < 0 and cb < 0:
             if len(self._camps) >= self.max_campaigns:  # forget the oldest campaign
                 oldest = next(iter(self._camps))
-                for name in self._camps.pop(oldest)[4]:
+                for name in self._camps.pop(oldest).members:
                     at = self._index.get(name)
                     if at is not None and self._campaign[at] == oldest:
                         self._campaign[at] = -1
             cid = self._next_camp
             self._next_camp += 1
-            self._camps[cid] = [0, 0, 0, -1, [], np.full((_CAMP_RING, z.shape[1]), np.nan, dtype=np.float32), 0, -1]
+            ring = np.full((_CAMP_RING, z.shape[1]), np.nan, dtype=np.float32)
+            self._camps[cid] = _Campaign(0, 0, 0, -1, [], ring, 0, -1)
             return cid
         if ca >= 0 and cb >= 0 and ca != cb:
             return self._merge(ca, cb)
@@ -2382,8 +2400,8 @@ class AdversarialDetector:
         c = self._camps[cid]
         self._campaign[slot] = cid
         name = str(self._ids[slot])
-        if name not in c[4] and len(c[4]) < self.campaign_members:
-            c[4].append(name)
+        if name not in c.members and len(c.members) < self.campaign_members:
+            c.members.append(name)
 
     def _report(
         self, cid: int, i: int, seqs: I64, ts: I64, event_ids: npt.NDArray[Any], base: int
@@ -2391,15 +2409,17 @@ class AdversarialDetector:
         """Campaign ``cid``'s record at row ``i``: it opens once it links ``campaign_clients`` clients through
         ``campaign_hits`` hits, and is updated each time its member count doubles."""
         c = self._camps[cid]
-        n_mem = len(c[4])
-        first_report = c[2] == 0 and n_mem >= self.campaign_clients and c[1] + c[6] >= self.campaign_hits
-        if not (first_report or (c[2] > 0 and n_mem >= 2 * c[2])):
+        n_mem = len(c.members)
+        first_report = (
+            c.reported == 0 and n_mem >= self.campaign_clients and c.boundary_hits + c.probe_hits >= self.campaign_hits
+        )
+        if not (first_report or (c.reported > 0 and n_mem >= 2 * c.reported)):
             return None
-        status: Status = "open" if c[2] == 0 else "update"
-        if c[2] == 0:
-            c[3] = int(seqs[i])
-        c[2] = n_mem
-        clients = self._names(c[4])
+        status: Status = "open" if c.reported == 0 else "update"
+        if c.reported == 0:
+            c.incident = int(seqs[i])
+        c.reported = n_mem
+        clients = self._names(c.members)
         return AlertDecision(
             kind="evasion_probing",
             status=status,
@@ -2411,21 +2431,22 @@ class AdversarialDetector:
             p_value=None,
             event_index=int(seqs[i]) - base,
             pane=int(seqs[i]),
-            incident=int(c[3]),
+            incident=int(c.incident),
             window_start_ts=int(ts[i]),
             window_end_ts=int(ts[i]),
-            window_events=int(c[0]),
-            window_start_seq=int(c[3]),
+            window_events=int(c.links),
+            window_start_seq=int(c.incident),
             message=(
-                f"campaign c{cid}: one search split over {n_mem} clients ({c[1]} cross-client near-duplicate "
-                f"boundary hits, {c[6]} probe hits: another client's query with a few coordinates changed)"
+                f"campaign c{cid}: one search split over {n_mem} clients ({c.boundary_hits} cross-client "
+                f"near-duplicate boundary hits, {c.probe_hits} probe hits: another client's query with a few "
+                "coordinates changed)"
             ),
             evidence={
                 "campaign": f"c{cid}",
                 "clients": clients,
                 "n_clients": n_mem,
-                "boundary_hits": int(c[1]),
-                "probe_hits": int(c[6]),
+                "boundary_hits": int(c.boundary_hits),
+                "probe_hits": int(c.probe_hits),
                 "event_id": str(event_ids[i]),
                 "event_seq": int(seqs[i]),
             },
@@ -2523,11 +2544,11 @@ class AdversarialDetector:
             self._merge(cs_, co_)
         cid = self._join(s, o, i, z, key, layout)
         c = self._camps[cid]
-        chain = o_qualifies and c[7] >= 0 and o_seq >= c[7]
-        c[5][c[0] % _CAMP_RING] = z[i]
-        c[0] += 1
-        c[6] += 1
-        c[7] = max(int(c[7]), int(seqs[i]))
+        chain = o_qualifies and c.last_link >= 0 and o_seq >= c.last_link
+        c.ring[c.links % _CAMP_RING] = z[i]
+        c.links += 1
+        c.probe_hits += 1
+        c.last_link = max(c.last_link, int(seqs[i]))
         for slot, listed in ((o, o_qualifies), (s, s_qualifies or chain)):
             if listed:
                 self._enlist(cid, slot)
@@ -2580,9 +2601,9 @@ class AdversarialDetector:
             o = -1
         cid = self._join(s, o, i, z, key, layout)
         c = self._camps[cid]
-        c[5][c[0] % _CAMP_RING] = z[i]
-        c[0] += 1
-        c[1] += 1
+        c.ring[c.links % _CAMP_RING] = z[i]
+        c.links += 1
+        c.boundary_hits += 1
         for slot in (s, o):
             if slot >= 0:
                 self._enlist(cid, slot)
