@@ -747,15 +747,20 @@ def main() -> None:
             for a in alerts:
                 if a.client_id is None and set(a.evidence["clients"]) & ben:
                     print("  campaign", a.status, a.evidence["campaign"], sorted(a.evidence["clients"])[:12])
-        methods: dict[str, npt.NDArray[np.bool_]] = {"inferwatch": flag}
+        named_info = first_alerts(alerts, "info")
+        methods: dict[str, npt.NDArray[np.bool_]] = {
+            "inferwatch": flag,
+            "inferwatch, info too": flags_from_alerts(st, named_info),
+        }
         if not args.quick:
             methods.update(run_references(st, xref, np.random.default_rng(3)))
+        firsts = {"inferwatch": named, "inferwatch, info too": named_info}
         for mname, fl in methods.items():
-            for g, r in per_attack(st, fl, named if mname == "inferwatch" else None).items():
+            for g, r in per_attack(st, fl, firsts.get(mname)).items():
                 rows.append((variant, f"{g}|{mname}", r))
             benign_rows.append((variant, mname, benign_stats(st, fl)))
         info = [a for a in alerts if a.severity == "info" and a.status == "open"]
-        info_notes[variant] = len({a.client_id for a in info})
+        info_notes[variant] = len({a.client_id for a in info if a.client_id is not None})
         camps = [a for a in alerts if a.client_id is None and a.status == "open"]
         for a in camps:
             campaign_rows.append((variant, int(a.evidence["n_clients"]), int(a.pane)))
@@ -844,7 +849,9 @@ def report(
         "Detection = instance (attacked sample) has a warning/critical alert naming one of its accounts, or a "
         "campaign alert listing one. Queries = the attack's own queries up to the event the first such alert fired "
         "at (for the per-query reference detectors: the first flagged query). Share flagged = the attack's queries "
-        "sent by an account already named.\n"
+        "sent by an account already named. *inferwatch, info too*: `info` records count as well (a campaign linked by "
+        "out-of-distribution walk steps alone, before it shows class flips, probe hits, steady progress or accounts "
+        "sending nothing else; natural-data extraction notes on heavy clients).\n"
     )
     L.append("| variant | attack | method | detected | median q | p90 q | share flagged |")
     L.append("|---|---|---|---|---|---|---|")

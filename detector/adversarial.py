@@ -111,9 +111,10 @@ _POP_CHUNK = 2048  # events per step of the population gate's running sums (r**-
 #: (1 - _POP_DECAY) ** j and ** -j for j < _POP_CHUNK
 _POP_POW = (1.0 - _POP_DECAY) ** (np.array([[1.0], [-1.0]]) * np.arange(_POP_CHUNK, dtype=np.float64))
 _CAMP_RING = 32  # recent boundary hits kept per campaign to link new account pairs to it
+_MOVING = 1.2  # a campaign's last hits spread this many times their median step: steady progress (see _moving)
 #: Layout version of :meth:`AdversarialDetector.snapshot` (``meta.state``); a snapshot of another layout (older ones
 #: have none) raises :class:`SnapshotError`, and the pipeline starts the detector afresh.
-_STATE = 6
+_STATE = 7
 # Structured steps (see ``AdversarialDetector._structured``): each client's last ``_RAW`` raw queries are kept as
 # float16 values of at most ``_RAW_COLS`` coordinates and a fingerprint of the exact values, ``_FP_BLOCKS``
 # blocks of coordinates (column % _FP_BLOCKS) with a 4-bit hash each, two blocks a byte.
@@ -171,8 +172,21 @@ class _Campaign:
     ring: npt.NDArray[np.float32]  # (_CAMP_RING, d): the embeddings of its last hits
     probe_hits: int
     last_link: int  # seq of its latest linking probe hit (-1: none)
+    walk_links: int  # linking walk steps (counted apart from the probe hits)
+    level: int  # severity level of its last record (index into _SEV; 0: none)
+    confirmed: int  # accounts whose second query, like their first, was a walk step (the second linking to it)
 
-    STATS = ("links", "boundary_hits", "reported", "incident", "probe_hits", "last_link")
+    STATS = (
+        "links",
+        "boundary_hits",
+        "reported",
+        "incident",
+        "probe_hits",
+        "last_link",
+        "walk_links",
+        "level",
+        "confirmed",
+    )
 
 
 @dataclass(frozen=True)
@@ -755,7 +769,10 @@ class AdversarialDetector:
         client's query of the last ``probe_window_s`` seconds in 1 to ``probe_blocks`` of its 32 blocks is a probe
         hit; it links the two clients into a campaign while each one's probe hits (as either side) are at least
         ``probe_share`` of its queries, and a client is listed once they are also at least two (see
-        :meth:`_probe_edges`).
+        :meth:`_probe_edges`). A *walk step* (a new input, no copy of a logged one, flagged ood) that the global
+        index matches with another client's walk step counts as a probe hit too: the steps of a search that moves
+        every coordinate a little (Boundary, HopSkipJump, Sign-OPT) leave the distribution, one account after
+        another.
     ood_window
         Extraction split over accounts: the queries of accounts all of whose queries so far are ood, among the
         last ``ood_window`` events, are tested against ``Binomial(ood_window, p_ood)`` (the artifact's reference
@@ -951,6 +968,7 @@ class AdversarialDetector:
         self._camp_hits = np.zeros(n, dtype=np.int32)
         self._camp_link = np.full(n, -1, dtype=np.int32)  # campaign of the last cross-client near-duplicate partner
         self._probe = np.zeros(n, dtype=np.int32)  # probe hits the client took part in (either side)
+        self._walks = np.zeros(n, dtype=np.uint8)  # its own queries that were walk steps near another's (saturating)
         # global index
         m = 1 << self.index_bits
         # one 32-byte row per entry (key, uid, seq, slot << 8 | pred + 1): a lookup is one cache line
@@ -1037,6 +1055,7 @@ class AdversarialDetector:
         "camp_hits",
         "camp_link",
         "probe",
+        "walks",
     )
 
     def snapshot(self) -> dict[str, npt.NDArray[Any]]:
@@ -1048,13 +1067,13 @@ class AdversarialDetector:
         }
         for name in self._CLIENT_ARRAYS:
             out["client." + name] = getattr(self, "_" + name)[occ].copy()
-        for name in ("key", "uid", "seq", "pred", "slot"):
+        for name in ("key", "uid", "seq", "pred", "slot", "walk"):
             out["index." + name] = self._ix_column(name)
         cids = sorted(self._camps)
         out["campaign.id"] = np.asarray(cids, dtype=np.int64)
         out["campaign.stats"] = np.asarray(
             [[getattr(self._camps[c], f) for f in _Campaign.STATS] for c in cids], dtype=np.int64
-        ).reshape(-1, 6)
+        ).reshape(-1, len(_Campaign.STATS))
         members = [self._camps[c].members for c in cids]
         out["campaign.n_members"] = np.asarray([len(m) for m in members], dtype=np.int64)
         out["campaign.members"] = np.asarray([s for m in members for s in m], dtype=str)
@@ -1096,20 +1115,24 @@ class AdversarialDetector:
             self._index = dict(zip(ids, slots.tolist(), strict=True))
             used = set(slots.tolist())
             self._free = [s for s in range(self.max_clients - 1, -1, -1) if s not in used]
-            ix = {name: np.asarray(state["index." + name]) for name in ("key", "uid", "seq", "pred", "slot")}
+            ix = {name: np.asarray(state["index." + name]) for name in ("key", "uid", "seq", "pred", "slot", "walk")}
             if ix["key"].shape != self._ix.shape[:2]:
                 raise SnapshotError(f"snapshot index {ix['key'].shape} does not match {self._ix.shape[:2]}")
             self._ix[..., 0] = ix["key"].astype(np.uint64).view(np.int64)
             self._ix[..., 1] = ix["uid"]
             self._ix[..., 2] = ix["seq"]
-            self._ix[..., 3] = (ix["slot"].astype(np.int64) << 8) | (ix["pred"].astype(np.int64) + 1)
+            self._ix[..., 3] = (
+                (ix["slot"].astype(np.int64) << 9)
+                | (ix["walk"].astype(np.int64) << 8)
+                | (ix["pred"].astype(np.int64) + 1)
+            )
             pt, plog = np.asarray(state["probe.table"], dtype=np.int64), np.asarray(state["probe.log"], dtype=np.int64)
             if pt.shape != self._pt.shape or plog.shape != self._plog.shape:
                 raise SnapshotError(f"snapshot probe table {pt.shape}, log {plog.shape} do not match this detector")
             self._pt[...] = pt
             self._plog[...] = plog
             self._pn = int(state["probe.count"])
-            st = np.asarray(state["campaign.stats"], dtype=np.int64).reshape(-1, 6)
+            st = np.asarray(state["campaign.stats"], dtype=np.int64).reshape(-1, len(_Campaign.STATS))
             nm = np.asarray(state["campaign.n_members"], dtype=np.int64)
             mem = [str(s) for s in state["campaign.members"]]
             pos = 0
@@ -1142,13 +1165,15 @@ class AdversarialDetector:
 
     def _ix_column(self, name: str) -> npt.NDArray[Any]:
         """One field of the global index, in its own dtype (the snapshot's layout)."""
-        col = self._ix[..., ("key", "uid", "seq", "pred", "slot").index(name) if name != "slot" else 3]
+        col = self._ix[..., {"key": 0, "uid": 1, "seq": 2}.get(name, 3)]  # pred, slot and walk are packed
         if name == "key":
             return col.view(np.uint64).copy()
         if name == "pred":
             return ((col & 0xFF) - 1).astype(np.int8)
         if name == "slot":
-            return (col >> 8).astype(np.int32)
+            return (col >> 9).astype(np.int32)
+        if name == "walk":
+            return (col & 0x100) > 0
         return col.copy()
 
     def _name(self, client: str) -> str:
@@ -1296,8 +1321,9 @@ class AdversarialDetector:
         sketch0.keys, sketch0.counts, sketch0.errors = self._sketch.keys, self._sketch.counts, self._sketch.errors
         sketch0.total = self._sketch.total
         self._count_heavy(self._sketch, slots)
-        hits = self._index_pass(z, slots, pred, seq + rows)
-        probes = self._probe_pass(probe_pos, fp, slots, seq + rows, ts)
+        probes, novel = self._probe_pass(probe_pos, fp, slots, seq + rows, ts)
+        walk = novel & is_ood
+        hits6 = self._index_pass(z, slots, pred, seq + rows, walk)
         out: list[AlertDecision] = []
         event_ids = pick(batch.event_id)
         n_seen, pscale, layout, ood_only = self._process(
@@ -1306,8 +1332,19 @@ class AdversarialDetector:
         out.extend(self._ood_campaign(ood_only, slots, seq + rows, ts, event_ids, seq))
         # The index's cells have a fixed width: once the whole population's distances have shrunk by half
         # (a recalibrated sensor), cross-client coincidences are no longer evidence of a shared search.
-        ok = pscale[hits[0]] >= _POP_INDEX
-        hits = (hits[0][ok], hits[1][ok], hits[2][ok], hits[3][ok])
+        ok = pscale[hits6[0]] >= _POP_INDEX
+        hi, h_slot, h_uid, h_pred, h_seq = (h[ok] for h in hits6[:5])
+        h_walk = hits6[5][ok]
+        # A walk step near another client's walk step links the two like a probe hit: a search split over
+        # accounts whose steps change every coordinate a little (Boundary, HSJ) and leave the distribution.
+        # (Benign clients rarely send new ood inputs, and a popular one's copies are no walk steps.)
+        wk = h_walk & walk[hi] & ~np.isin(hi, probes[0])
+        if wk.any():
+            add = (hi[wk], h_slot[wk], h_uid[wk], h_seq[wk], np.full(int(wk.sum()), -1, dtype=np.int64))
+            o = np.argsort(np.concatenate([probes[0], add[0]]), kind="stable")
+            p_i, p_slot, p_uid, p_seq, p_ch = (np.concatenate([a, b])[o] for a, b in zip(probes, add, strict=True))
+            probes = (p_i, p_slot, p_uid, p_seq, p_ch)
+        hits = (hi, h_slot, h_uid, h_pred)
         out.extend(self._campaigns(hits, probes, slots, z, pred, n_seen, seq + rows, ts, event_ids, layout, seq))
         # Decided on stream positions; like every detector, the records report the row within this batch
         # (``event_index``, the stream position minus ``seq``; ``pane`` keeps the stream position).
@@ -1316,7 +1353,7 @@ class AdversarialDetector:
 
     def _probe_pass(
         self, pos: I64, fp: npt.NDArray[np.uint8], slots: I64, seqs: I64, ts: I64
-    ) -> tuple[I64, I64, I64, I64, I64]:
+    ) -> tuple[tuple[I64, I64, I64, I64, I64], npt.NDArray[np.bool_]]:
         """Look every event up in the probe table and insert it, with exact sequential semantics (as
         :meth:`_index_pass`: an event sees, per band, the previous batch event at its slot, else the table).
 
@@ -1334,7 +1371,8 @@ class AdversarialDetector:
         that are no probe hit (a popular input resent by many clients) stay none. Copies of copies in one batch are
         resolved by pointer doubling over the chains, so the batching does not matter.
 
-        Returns (event rows, matched client slots, their uids, their seqs, changed blocks) of the probe hits.
+        Returns (event rows, matched client slots, their uids, their seqs, changed blocks) of the probe hits, and
+        which events are new (no copy of a logged query of any client).
         """
         n = len(slots)
         nb = _PROBE_BANDS
@@ -1402,6 +1440,8 @@ class AdversarialDetector:
         vals[:, 6] = origin
         live_c = (origin[copy] > _NO_SEQ) & (ts[copy] - origin[copy] <= win)
         copy, kc = copy[live_c], kc[live_c]
+        novel = np.ones(n, dtype=bool)
+        novel[again] = False
         hit = np.concatenate([hit, copy])
         k = np.concatenate([k, kc])
         o_h = np.argsort(hit, kind="stable")
@@ -1413,7 +1453,7 @@ class AdversarialDetector:
         tail = np.arange(max(0, n - cap), n)
         _put_rows(self._plog, (base + tail) % cap, vals[tail])
         self._pn = base + n
-        return hit, found[:, 5], found[:, 2], found[:, 3], changed[k]
+        return (hit, found[:, 5], found[:, 2], found[:, 3], changed[k]), novel
 
     @staticmethod
     def _latest(cand: I64, ok: npt.NDArray[np.bool_], when: I64, n: int) -> tuple[I64, I64]:
@@ -1427,15 +1467,19 @@ class AdversarialDetector:
         first = np.r_[True, ev[1:] != ev[:-1]] if len(ev) else np.zeros(0, dtype=bool)
         return ev[first], j[first]
 
-    def _index_pass(self, z: npt.NDArray[np.float32], slots: I64, pred: I64, seqs: I64) -> tuple[I64, I64, I64, I64]:
+    def _index_pass(
+        self, z: npt.NDArray[np.float32], slots: I64, pred: I64, seqs: I64, walk: npt.NDArray[np.bool_]
+    ) -> tuple[I64, I64, I64, I64, I64, npt.NDArray[np.bool_]]:
         """Look every event up in the global index and insert it, with exact sequential semantics.
 
-        Returns (event rows, matched client slots, their uids, matched predicted classes) of cross-client matches.
+        Returns (event rows, matched client slots, their uids, matched predicted classes, matched seqs, whether
+        the matched query is a walk step too) of cross-client matches. ``walk`` marks the events' walk steps: new
+        (no copy of a logged query) and out of distribution.
         """
         n = len(z)
         t_, m, band = self.index_tables, 1 << self.index_bits, self._band
         uid = self._uid[slots]
-        packed = (slots << 8) | (pred + 1)
+        packed = (slots << 9) | (walk.astype(np.int64) << 8) | (pred + 1)
         # all tables at once: keys (T, n), flattened table-major; positions of different tables never meet
         sc = self._scratch
         zf = sc.get("ix.z", z.shape, np.float64)
@@ -1490,9 +1534,11 @@ class AdversarialDetector:
         w = o[np.r_[ps[1:] != ps[:-1], True]]
         np.put(table, pos[w], np.take(vals, w, axis=0).view(row).reshape(-1))
         best_pred = (best_packed & 0xFF) - 1
-        best_slot = best_packed >> 8
+        best_slot = best_packed >> 9
+        best_walk = (best_packed & 0x100) > 0
+        best_seq = stored[at, 2]
         hit = np.flatnonzero((match_cnt >= self.index_match) & (best_uid > 0))
-        return hit, best_slot[hit], best_uid[hit], best_pred[hit]
+        return hit, best_slot[hit], best_uid[hit], best_pred[hit], best_seq[hit], best_walk[hit]
 
     def _count_heavy(self, sketch: SpaceSaving, slots: I64) -> None:
         """Count a batch's events in ``sketch`` on client slots (integers), looking names up only for the
@@ -2258,6 +2304,9 @@ class AdversarialDetector:
         kc.members = list(dict.fromkeys(kc.members + d.members))[: self.campaign_members]
         kc.probe_hits += d.probe_hits
         kc.last_link = max(kc.last_link, d.last_link)
+        kc.walk_links += d.walk_links
+        kc.level = max(kc.level, d.level)
+        kc.confirmed += d.confirmed
         for name in d.members:
             sl = self._index.get(name)
             if sl is not None and self._campaign[sl] == drop:
@@ -2297,9 +2346,13 @@ class AdversarialDetector:
 
     def _probe_edges(
         self, probes: tuple[I64, I64, I64, I64, I64], slots: I64, n_seen: I64, key: I64
-    ) -> tuple[I64, I64, I64, I64, npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    ) -> tuple[
+        I64, I64, I64, I64, npt.NDArray[np.bool_], npt.NDArray[np.bool_], npt.NDArray[np.bool_], npt.NDArray[np.bool_]
+    ]:
         """Count every probe hit for both clients (``_probe``) and return the hits that link a campaign: (event
-        rows, querying slots, matched slots, matched seqs, whether the querying and the matched client qualify).
+        rows, querying slots, matched slots, matched seqs, whether the querying and the matched client qualify,
+        whether the hit is a walk step (changed blocks -1), and whether it is its client's second query, the first
+        one a walk step too).
 
         A hit *links* when, for both clients, their probe hits so far (this one included, as either side) are at
         least ``probe_share`` of their queries so far; a client *qualifies* (is listed) when they are also at least
@@ -2309,7 +2362,7 @@ class AdversarialDetector:
         a probe hit or two among many ordinary queries. All in numpy, in stream order: the counts are read at each
         hit's row, whatever the batching.
         """
-        p_i, p_slot, p_uid, p_seq, _ = probes
+        p_i, p_slot, p_uid, p_seq, p_ch = probes
         k = len(p_i)
         p_s = slots[p_i]
         p_o = np.where(self._uid[p_slot] == p_uid, p_slot, -1)  # -1: evicted since
@@ -2338,7 +2391,20 @@ class AdversarialDetector:
         o_ok = (p_o >= 0) & (tot_o >= share * cnt_o)
         q_o = o_ok & (tot_o >= 2)
         e = np.flatnonzero(s_ok & o_ok)
-        return p_i[e], p_s[e], p_o[e], p_seq[e], q_s[e], q_o[e]
+        # walk steps: the client's own ones before each (in stream order); its second query when it has sent one
+        walk = p_ch < 0
+        wi = np.flatnonzero(walk)  # (stream order, so stable by slot)
+        o_w = np.argsort(p_s[wi], kind="stable")
+        ws = p_s[wi][o_w]
+        w_first = np.r_[True, ws[1:] != ws[:-1]] if len(ws) else np.zeros(0, dtype=bool)
+        before = np.zeros(k, dtype=np.int64)
+        before[wi[o_w]] = (
+            self._walks[ws] + np.arange(len(ws)) - np.maximum.accumulate(np.where(w_first, np.arange(len(ws)), 0))
+        )
+        np.add.at(self._walks, ws, 1)
+        np.minimum(self._walks, 254, out=self._walks)
+        second = walk & (n_seen[p_i] == 2) & (before == 1)
+        return p_i[e], p_s[e], p_o[e], p_seq[e], q_s[e], q_o[e], walk[e], second[e]
 
     def _ring_at(self, sl: int, i: int, key: I64, layout: _Layout) -> npt.NDArray[np.float32]:
         """Client ``sl``'s history as it was just after batch row ``i`` (its events up to that row; the ring
@@ -2389,7 +2455,7 @@ class AdversarialDetector:
             cid = self._next_camp
             self._next_camp += 1
             ring = np.full((_CAMP_RING, z.shape[1]), np.nan, dtype=np.float32)
-            self._camps[cid] = _Campaign(0, 0, 0, -1, [], ring, 0, -1)
+            self._camps[cid] = _Campaign(0, 0, 0, -1, [], ring, 0, -1, 0, 0, 0)
             return cid
         if ca >= 0 and cb >= 0 and ca != cb:
             return self._merge(ca, cb)
@@ -2403,27 +2469,68 @@ class AdversarialDetector:
         if name not in c.members and len(c.members) < self.campaign_members:
             c.members.append(name)
 
+    def _moving(self, c: _Campaign) -> bool:
+        """Whether the campaign's last hits make steady progress: their mean distance to their centroid is at least
+        ``_MOVING`` times the median distance between consecutive ones. Copies of one input with noise stay near
+        their centroid (about 0.7 times); a search's steps move on (HopSkipJump, Sign-OPT: 2-3 after 8 steps)."""
+        k = min(c.links, _CAMP_RING, 16)
+        if k < 6:
+            return False
+        pts = c.ring[(c.links - k + np.arange(k)) % _CAMP_RING].astype(np.float64)
+        step = float(np.median(np.sqrt(((pts[1:] - pts[:-1]) ** 2).sum(axis=1))))
+        spread = float(np.sqrt(((pts - pts.mean(axis=0)) ** 2).sum(axis=1)).mean())
+        return step > 0 and spread >= _MOVING * step
+
     def _report(
         self, cid: int, i: int, seqs: I64, ts: I64, event_ids: npt.NDArray[Any], base: int
     ) -> AlertDecision | None:
         """Campaign ``cid``'s record at row ``i``: it opens once it links ``campaign_clients`` clients through
-        ``campaign_hits`` hits, and is updated each time its member count doubles."""
+        ``campaign_hits`` hits, and is updated each time its member count doubles, or when an ``info`` campaign
+        gains the evidence of a search.
+
+        A campaign linked by walk steps alone, without class flips, probe hits or steady progress, is ``info``:
+        new accounts each sending one noisy copy of a popular out-of-distribution input look the same as a
+        search split over accounts that has not moved yet (Boundary's first hundred steps)."""
         c = self._camps[cid]
         n_mem = len(c.members)
-        first_report = (
-            c.reported == 0 and n_mem >= self.campaign_clients and c.boundary_hits + c.probe_hits >= self.campaign_hits
-        )
-        if not (first_report or (c.reported > 0 and n_mem >= 2 * c.reported)):
+        hits = c.boundary_hits + c.probe_hits + c.walk_links
+        first_report = c.reported == 0 and n_mem >= self.campaign_clients and hits >= self.campaign_hits
+        if not (first_report or c.reported > 0):
+            return None
+        moving = c.boundary_hits + c.probe_hits == 0 and self._moving(c)
+        search = c.boundary_hits + c.probe_hits > 0 or moving or c.confirmed >= self.campaign_clients
+        level = max(c.level, 1 if not search else 3 if n_mem >= 10 else 2)
+        if not (first_report or n_mem >= 2 * c.reported or (c.level == 1 and level > 1)):
             return None
         status: Status = "open" if c.reported == 0 else "update"
         if c.reported == 0:
             c.incident = int(seqs[i])
         c.reported = n_mem
+        c.level = level
         clients = self._names(c.members)
+        walks = (
+            f", {c.walk_links} walk steps: a new out-of-distribution query near another client's"
+            f"{' (moving steadily)' if moving else ''}; {c.confirmed} accounts sent two and nothing else"
+            if c.walk_links
+            else ""
+        )
+        if search:
+            message = (
+                f"campaign c{cid}: one search split over {n_mem} clients ({c.boundary_hits} cross-client "
+                f"near-duplicate boundary hits, {c.probe_hits} probe hits: another client's query with a few "
+                f"coordinates changed{walks})"
+            )
+        else:
+            message = (
+                f"campaign c{cid}: possibly one search split over {n_mem} clients sending little else ({c.walk_links} "
+                "walk steps: a new out-of-distribution query near another client's; no class flips, probe hits or "
+                "steady progress yet: new accounts resending a popular out-of-distribution input with noise look the "
+                "same)"
+            )
         return AlertDecision(
             kind="evasion_probing",
             status=status,
-            severity="critical" if n_mem >= 10 else "warning",
+            severity=_SEV[level],
             columns=(),
             statistic="campaign_clients",
             value=float(n_mem),
@@ -2436,17 +2543,15 @@ class AdversarialDetector:
             window_end_ts=int(ts[i]),
             window_events=int(c.links),
             window_start_seq=int(c.incident),
-            message=(
-                f"campaign c{cid}: one search split over {n_mem} clients ({c.boundary_hits} cross-client "
-                f"near-duplicate boundary hits, {c.probe_hits} probe hits: another client's query with a few "
-                "coordinates changed)"
-            ),
+            message=message,
             evidence={
                 "campaign": f"c{cid}",
                 "clients": clients,
                 "n_clients": n_mem,
                 "boundary_hits": int(c.boundary_hits),
                 "probe_hits": int(c.probe_hits),
+                "walk_steps": int(c.walk_links),
+                "moving": moving,
                 "event_id": str(event_ids[i]),
                 "event_seq": int(seqs[i]),
             },
@@ -2475,7 +2580,7 @@ class AdversarialDetector:
         # the alerts must not depend on where the batch boundaries fall. ``key`` orders events by (slot, row).
         n = len(slots)
         key = np.sort(slots * n + np.arange(n))
-        p_i, p_s, p_o, p_seq, p_qs, p_qo = self._probe_edges(probes, slots, n_seen, key)
+        p_i, p_s, p_o, p_seq, p_qs, p_qo, p_wk, p_2nd = self._probe_edges(probes, slots, n_seen, key)
         # Only three kinds of hit change state: flips (boundary evidence), linking probe hits, and any hit touching
         # a campaign member. Members are members at the batch start or clients of this batch's flips and linking
         # probe hits, so every other hit (most of them: popular inputs resent by many clients) is dropped here.
@@ -2507,10 +2612,13 @@ class AdversarialDetector:
         )
         hs_, ho_, hp_, cn_ = h_s[sel].tolist(), h_o[sel].tolist(), h_pred[sel].tolist(), cnt_o.tolist()
         ps_, po_, pseq_, pqs_, pqo_ = p_s.tolist(), p_o.tolist(), p_seq.tolist(), p_qs.tolist(), p_qo.tolist()
+        pwk_, p2_ = p_wk.tolist(), p_2nd.tolist()
         for i, kind, j in steps:
             rec: int | None
             if kind == 1:
-                rec = self._probe_link(i, ps_[j], po_[j], pseq_[j], pqs_[j], pqo_[j], z, seqs, key, layout)
+                rec = self._probe_link(
+                    i, ps_[j], po_[j], pseq_[j], pqs_[j], pqo_[j], pwk_[j], p2_[j], z, seqs, key, layout
+                )
             else:
                 rec = self._boundary_hit(i, hs_[j], ho_[j], hp_[j], cn_[j], z, pred, n_seen, key, layout)
             if rec is not None:
@@ -2527,6 +2635,8 @@ class AdversarialDetector:
         o_seq: int,
         s_qualifies: bool,
         o_qualifies: bool,
+        walk: bool,
+        second: bool,
         z: npt.NDArray[np.float32],
         seqs: I64,
         key: I64,
@@ -2538,7 +2648,8 @@ class AdversarialDetector:
         probe hit itself (its client qualifies): the next step of one search, e.g. from an account sending its only
         query. (A benign client sending, later, the input a search started from matches an older step, or a step
         that matched nothing: an exact re-query, the start.) Otherwise a client is only linked to the campaign (it
-        joins once a later step matches its query). Returns the campaign."""
+        joins once a later step matches its query). A walk step that is its client's second query, the first one a
+        walk step too, confirms the campaign (an account sending nothing but such steps). Returns the campaign."""
         cs_, co_ = int(self._campaign[s]), int(self._campaign[o])
         if cs_ != co_ and cs_ in self._camps and co_ in self._camps:
             self._merge(cs_, co_)
@@ -2547,7 +2658,11 @@ class AdversarialDetector:
         chain = o_qualifies and c.last_link >= 0 and o_seq >= c.last_link
         c.ring[c.links % _CAMP_RING] = z[i]
         c.links += 1
-        c.probe_hits += 1
+        if walk:
+            c.walk_links += 1
+            c.confirmed += int(second)
+        else:
+            c.probe_hits += 1
         c.last_link = max(c.last_link, int(seqs[i]))
         for slot, listed in ((o, o_qualifies), (s, s_qualifies or chain)):
             if listed:

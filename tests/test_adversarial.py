@@ -391,6 +391,82 @@ def test_popular_borderline_inputs_with_noise_are_no_campaign(artifact: Adversar
     assert [a for a in out if a.client_id is None] == []
 
 
+def test_popular_ood_inputs_with_noise_are_no_warning_campaign(artifact: AdversarialArtifact) -> None:
+    """Many clients each send, among ordinary queries, a noisy copy of one of a few popular out-of-distribution
+    inputs (a placeholder image): new ood inputs near other clients' ones, for many clients their first query. That
+    is what a search split over new accounts looks like before it moves; at most an ``info`` campaign."""
+    rng = np.random.default_rng(16)
+    blank = [np.full(F, 6.0) * rng.choice([-1.0, 1.0], size=F) for _ in range(5)]
+    xs, cs, ood = [], [], []
+    for u in range(400):
+        xs += [blank[int(rng.integers(0, 5))] + rng.normal(scale=0.02, size=F), *rng.normal(size=(2, F))]
+        cs += [f"user{u}"] * 3
+        ood += [True, False, False]
+    o = rng.permutation(len(xs))
+    d = det(artifact, max_clients=5000)
+    b = batch(np.array(xs)[o], np.asarray(cs, dtype=object)[o], np.arange(len(xs)) * 100)
+    camp = [a for a in d.update(b, seq=0, ood=np.asarray(ood)[o]) if a.client_id is None]
+    assert camp and {a.severity for a in camp} == {"info"}  # (the walk links are seen)
+    assert not any(a.evidence["moving"] for a in camp)
+
+
+def ood_walk_stream(
+    rng: np.random.Generator, moving: bool, accounts: int = 20, n: int = 80
+) -> tuple[EventBatch, npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """A search split round-robin over ``accounts`` whose steps are all out of distribution, among benign clients:
+    moving on (steps along a line, like HopSkipJump's or Sign-OPT's), or hovering (noise around one point, like
+    Boundary's first hundred steps). Returns the batch, the ood flags and which events are the search's."""
+    x0 = np.full(F, 5.0) * rng.choice([-1.0, 1.0], size=F)
+    u = rng.normal(size=F)
+    u /= np.linalg.norm(u)
+    drift = np.arange(n)[:, None] * 0.05 * u if moving else 0.0
+    steps = x0 + drift + rng.normal(scale=0.005 if moving else 0.02, size=(n, F))
+    benign = rng.normal(size=(300, F))
+    x = np.concatenate([steps, benign])
+    c = np.asarray([f"sybil{i % accounts}" for i in range(n)] + [f"user{i % 60}" for i in range(300)], dtype=object)
+    t = np.r_[np.arange(n) * 500, rng.uniform(0, n * 500, 300)].astype(np.int64)
+    o = np.argsort(t, kind="stable")
+    attack = np.r_[np.ones(n, dtype=bool), np.zeros(300, dtype=bool)][o]
+    return batch(x[o], c[o], t[o]), attack.copy(), attack
+
+
+@pytest.mark.parametrize("moving", [True, False])
+def test_split_ood_walk_is_a_campaign(artifact: AdversarialArtifact, moving: bool) -> None:
+    """New out-of-distribution inputs near each other, one account after another. Moving on, a search: a
+    ``warning`` campaign within a dozen steps. Hovering, it looks like a popular ood input resent with noise by new
+    accounts: ``info`` as early, ``warning`` once the accounts' second steps show they send nothing else. The
+    records do not depend on the batching."""
+    b, ood, attack = ood_walk_stream(np.random.default_rng(60), moving)
+    out = det(artifact).update(b, seq=0, ood=ood)
+    camp = [a for a in out if a.client_id is None and a.kind == "evasion_probing"]
+    assert camp and camp[0].status == "open" and {a.evidence["campaign"] for a in camp} == {"c0"}
+    assert set().union(*(a.evidence["clients"] for a in camp)) <= {f"sybil{i}" for i in range(20)}
+    steps = np.cumsum(attack)  # the search's steps up to each row
+
+    def at(a: AlertDecision) -> int:
+        return int(steps[a.event_index])
+
+    warn = [a for a in camp if a.severity != "info"]
+    if moving:
+        assert warn and at(warn[0]) <= 12, [(a.severity, at(a)) for a in camp]
+        assert warn[0].evidence["moving"]
+    else:
+        assert camp[0].severity == "info" and at(camp[0]) <= 10, [(a.severity, at(a)) for a in camp]
+        assert warn and warn[0].status == "update" and 20 < at(warn[0]) <= 25, [(a.severity, at(a)) for a in camp]
+        assert not any(a.evidence["moving"] for a in camp)
+    for seed in (1, 2):
+        d = det(artifact)
+        got: list[AlertDecision] = []
+        s = 0
+        for e in random_bounds(np.random.default_rng(seed), len(b), 40):
+            got += [a for a in d.update(b.take(slice(s, e)), seq=s, ood=ood[s:e]) if a.kind == "evasion_probing"]
+            s = e
+        want = [a for a in out if a.kind == "evasion_probing"]
+        assert [(*key(a)[:3], a.pane, a.evidence.get("clients")) for a in got] == [
+            (*key(a)[:3], a.pane, a.evidence.get("clients")) for a in want
+        ]
+
+
 def test_constructor_validates(artifact: AdversarialArtifact) -> None:
     with pytest.raises(ValueError):
         AdversarialDetector(artifact, salt=b"")
@@ -841,7 +917,7 @@ def test_split_coordinate_search_is_one_campaign(artifact: AdversarialArtifact, 
     assert origin not in set(state["campaign.members"].tolist())
     row = state["client.id"].tolist().index(origin)
     assert state["client.probe"][row] >= 1  # it did take part in probe hits
-    assert state["campaign.stats"].shape == (1, 6)
+    assert state["campaign.stats"].shape == (1, 9)
 
 
 def test_split_coordinate_campaign_does_not_depend_on_batch_boundaries(artifact: AdversarialArtifact) -> None:
