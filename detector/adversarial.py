@@ -111,6 +111,8 @@ _POP_CHUNK = 2048  # events per step of the population gate's running sums (r**-
 #: (1 - _POP_DECAY) ** j and ** -j for j < _POP_CHUNK
 _POP_POW = (1.0 - _POP_DECAY) ** (np.array([[1.0], [-1.0]]) * np.arange(_POP_CHUNK, dtype=np.float64))
 _CAMP_RING = 32  # recent boundary hits kept per campaign to link new account pairs to it
+_CAMP_SCAN = 64  # most recently active campaigns a new pair may join by proximity
+_CAMP_PAIR = 4  # last queries of each client of a new pair compared with those campaigns
 _MOVING = 1.2  # a campaign's last hits spread this many times their median step: steady progress (see _moving)
 #: Layout version of :meth:`AdversarialDetector.snapshot` (``meta.state``); a snapshot of another layout (older ones
 #: have none) raises :class:`SnapshotError`, and the pipeline starts the detector afresh.
@@ -1069,7 +1071,7 @@ class AdversarialDetector:
             out["client." + name] = getattr(self, "_" + name)[occ].copy()
         for name in ("key", "uid", "seq", "pred", "slot", "walk"):
             out["index." + name] = self._ix_column(name)
-        cids = sorted(self._camps)
+        cids = list(self._camps)  # (in order of activity: the least recently active first)
         out["campaign.id"] = np.asarray(cids, dtype=np.int64)
         out["campaign.stats"] = np.asarray(
             [[getattr(self._camps[c], f) for f in _Campaign.STATS] for c in cids], dtype=np.int64
@@ -1339,6 +1341,15 @@ class AdversarialDetector:
         # accounts whose steps change every coordinate a little (Boundary, HSJ) and leave the distribution.
         # (Benign clients rarely send new ood inputs, and a popular one's copies are no walk steps.)
         wk = h_walk & walk[hi] & ~np.isin(hi, probes[0])
+        if wk.any():
+            # a step: within the reference's near-duplicate distance of one of the matched client's queries (the
+            # index's cells are wider; noisy copies of one popular input are rarely that close, a search's steps are)
+            wk[wk] = (
+                self._history_dist(
+                    z, hi[wk], np.where(self._uid[h_slot[wk]] == h_uid[wk], h_slot[wk], -1), slots, layout
+                )
+                <= self.artifact.tau_near
+            )
         if wk.any():
             add = (hi[wk], h_slot[wk], h_uid[wk], h_seq[wk], np.full(int(wk.sum()), -1, dtype=np.int64))
             o = np.argsort(np.concatenate([probes[0], add[0]]), kind="stable")
@@ -2406,6 +2417,36 @@ class AdversarialDetector:
         second = walk & (n_seen[p_i] == 2) & (before == 1)
         return p_i[e], p_s[e], p_o[e], p_seq[e], q_s[e], q_o[e], walk[e], second[e]
 
+    def _history_dist(self, z: npt.NDArray[np.float32], rows: I64, other: I64, slots: I64, layout: _Layout) -> F64:
+        """For each batch row ``rows[k]``, the distance from its query to the nearest query of client ``other[k]``
+        (-1: none, inf) as that client's history was at the row (:meth:`_ring_at`, for many rows at once)."""
+        n, h = len(slots), self.history
+        out = np.full(len(rows), np.inf)
+        ok = other >= 0
+        if not ok.any():
+            return out
+        r, o = rows[ok], other[ok]
+        key = np.sort(slots * n + np.arange(n))
+        gs = layout.gslot
+        g = np.minimum(np.searchsorted(gs, o), len(gs) - 1)
+        inb = gs[g] == o
+        # in this batch: the window of the layout ending after the client's events up to the row
+        j = np.searchsorted(key, o * n + r + 1) - np.searchsorted(key, o * n)
+        end = layout.bstart[g] + j
+        start = np.maximum(layout.estart[g], end - h)
+        idx = start[:, None] + np.arange(h)[None, :]
+        valid = idx < end[:, None]
+        hist = layout.e_z[np.where(valid, idx, 0)] if len(layout.e_z) else np.zeros((len(r), h, z.shape[1]), np.float32)
+        # not in it: the stored ring (its order does not matter for a nearest query)
+        out_b = ~inb
+        if out_b.any():
+            hist[out_b] = _widen16(self._ring[o[out_b]])
+            valid[out_b] = np.arange(h)[None, :] < np.minimum(self._count[o[out_b]], h)[:, None]
+        d2 = ((hist - z[r][:, None, :]) ** 2).sum(axis=2)
+        d2[~valid] = np.inf
+        out[ok] = np.sqrt(np.nan_to_num(d2.min(axis=1), nan=np.inf))
+        return out
+
     def _ring_at(self, sl: int, i: int, key: I64, layout: _Layout) -> npt.NDArray[np.float32]:
         """Client ``sl``'s history as it was just after batch row ``i`` (its events up to that row; the ring
         holds the batch's later events too), as float32."""
@@ -2433,20 +2474,24 @@ class AdversarialDetector:
             # A new pair near an ongoing campaign joins it (one search, one campaign): near one of the
             # campaign's recent hits, this query or one of the pair's own earlier queries (a split
             # search that jumped ahead still has accounts whose last queries were where it probed before).
-            cids = list(self._camps)
-            cz = np.stack([self._camps[c].ring for c in cids])  # (campaigns, ring, d)
+            # Ongoing: among the _CAMP_SCAN most recently active (``_camps`` is kept in that order), so traffic
+            # rich in chance pairs does not make each new pair scan every campaign.
+            cids = list(itertools.islice(reversed(self._camps), _CAMP_SCAN))
+            rings = [self._camps[c].ring[: min(self._camps[c].links, _CAMP_RING)] for c in cids]  # (filled rows)
+            cz = np.concatenate(rings)
+            owner = np.repeat(np.arange(len(cids)), [len(r) for r in rings])
             pts = [z[i][None].astype(np.float32)]
             for sl in (s, o):
                 if sl >= 0:
-                    pts.append(self._ring_at(sl, i, key, layout))
+                    pts.append(self._ring_at(sl, i, key, layout)[-_CAMP_PAIR:])
             pz = np.concatenate(pts)
-            d2 = ((cz[:, :, None, :] - pz[None, None, :, :]) ** 2).sum(axis=3)
-            dz = np.sqrt(np.nan_to_num(d2, nan=np.inf).min(axis=(1, 2)))
-            j = int(np.argmin(dz))
-            if dz[j] < self.campaign_radius * self.artifact.tau_close:
-                ca = cids[j]
+            d2 = np.nan_to_num(((cz[:, None, :] - pz[None, :, :]) ** 2).sum(axis=2), nan=np.inf).min(axis=1)
+            if len(d2):
+                j = int(np.argmin(d2))
+                if np.sqrt(d2[j]) < self.campaign_radius * self.artifact.tau_close:
+                    ca = cids[int(owner[j])]
         if ca < 0 and cb < 0:
-            if len(self._camps) >= self.max_campaigns:  # forget the oldest campaign
+            if len(self._camps) >= self.max_campaigns:  # forget the least recently active campaign
                 oldest = next(iter(self._camps))
                 for name in self._camps.pop(oldest).members:
                     at = self._index.get(name)
@@ -2616,6 +2661,8 @@ class AdversarialDetector:
         for i, kind, j in steps:
             rec: int | None
             if kind == 1:
+                if pwk_[j] and not (pqs_[j] or pqo_[j]) and self._unlinked(ps_[j]) and self._unlinked(po_[j]):
+                    continue  # a first walk link between two new clients: counted, no campaign yet (see _probe_link)
                 rec = self._probe_link(
                     i, ps_[j], po_[j], pseq_[j], pqs_[j], pqo_[j], pwk_[j], p2_[j], z, seqs, key, layout
                 )
@@ -2626,6 +2673,10 @@ class AdversarialDetector:
                 if report is not None:
                     out.append(report)
         return out
+
+    def _unlinked(self, slot: int) -> bool:
+        """Whether a client is in no campaign and linked to none."""
+        return bool(self._campaign[slot] < 0 and self._camp_link[slot] < 0)
 
     def _probe_link(
         self,
@@ -2649,12 +2700,15 @@ class AdversarialDetector:
         query. (A benign client sending, later, the input a search started from matches an older step, or a step
         that matched nothing: an exact re-query, the start.) Otherwise a client is only linked to the campaign (it
         joins once a later step matches its query). A walk step that is its client's second query, the first one a
-        walk step too, confirms the campaign (an account sending nothing but such steps). Returns the campaign."""
+        walk step too, confirms the campaign (an account sending nothing but such steps). A walk link between two
+        clients that neither qualify nor belong or link to a campaign does not come here: in traffic rich in new
+        ood inputs (a noisy population) most walk links are such chance pairs, and each one would start a campaign.
+        Returns the campaign."""
         cs_, co_ = int(self._campaign[s]), int(self._campaign[o])
         if cs_ != co_ and cs_ in self._camps and co_ in self._camps:
             self._merge(cs_, co_)
         cid = self._join(s, o, i, z, key, layout)
-        c = self._camps[cid]
+        c = self._camps[cid] = self._camps.pop(cid)  # (now the most recently active)
         chain = o_qualifies and c.last_link >= 0 and o_seq >= c.last_link
         c.ring[c.links % _CAMP_RING] = z[i]
         c.links += 1
@@ -2715,7 +2769,7 @@ class AdversarialDetector:
         if o >= 0 and (self._camp_hits[o] < 2 or self._camp_hits[o] < self.campaign_share * cnt_oi):
             o = -1
         cid = self._join(s, o, i, z, key, layout)
-        c = self._camps[cid]
+        c = self._camps[cid] = self._camps.pop(cid)  # (now the most recently active)
         c.ring[c.links % _CAMP_RING] = z[i]
         c.links += 1
         c.boundary_hits += 1
