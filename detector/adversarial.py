@@ -166,7 +166,7 @@ _INT_FIELDS = ("k", "history", "n_reference")
 class _Campaign:
     """A campaign's running state (mutable; :meth:`AdversarialDetector.snapshot` stores it as arrays)."""
 
-    links: int  # hits counted for it (boundary and probe hits), also the write position in ``ring``
+    links: int  # hits counted for it (boundary, probe and walk), also the write position in ``ring``
     boundary_hits: int
     reported: int  # members at the last record (0: not reported yet)
     incident: int  # seq of the opening record (-1: none yet)
@@ -973,7 +973,7 @@ class AdversarialDetector:
         self._walks = np.zeros(n, dtype=np.uint8)  # its own queries that were walk steps near another's (saturating)
         # global index
         m = 1 << self.index_bits
-        # one 32-byte row per entry (key, uid, seq, slot << 8 | pred + 1): a lookup is one cache line
+        # one 32-byte row per entry (key, uid, seq, slot << 9 | walk << 8 | pred + 1): a lookup is one cache line
         self._ix = np.zeros((self.index_tables, m, 4), dtype=np.int64)
         self._ix[..., 2] = -(1 << 62)
         # probe table: _PROBE_BANDS parts of 2**probe_bits slots (band tag, log position); the log: a ring of the
@@ -981,8 +981,7 @@ class AdversarialDetector:
         self._pt = np.zeros(_PROBE_BANDS << self.probe_bits, dtype=np.int64)
         self._plog = np.zeros((1 << self.probe_log_bits, _PROBE_COLS), dtype=np.int64)
         self._pn = 0
-        # campaigns: id -> [hits, boundary hits, reported members, incident, members (client ids), recent hits' z,
-        # probe hits, seq of the last probe hit's query]
+        # campaigns by id, the least recently active first
         self._camps: dict[int, _Campaign] = {}
         self._next_camp = 0
         # extraction split over accounts: the last ood_window events (uid, slot and ood query count of an ood-only
