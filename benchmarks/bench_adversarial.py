@@ -849,17 +849,23 @@ def report(
         "Detection = instance (attacked sample) has a warning/critical alert naming one of its accounts, or a "
         "campaign alert listing one. Queries = the attack's own queries up to the event the first such alert fired "
         "at (for the per-query reference detectors: the first flagged query). Share flagged = the attack's queries "
-        "sent by an account already named. *inferwatch, info too*: `info` records count as well (a campaign linked by "
+        "sent by an account already named. *Info too* (and *inferwatch, info too* below): `info` records count as "
+        "well (a campaign linked by "
         "out-of-distribution walk steps alone, before it shows class flips, probe hits, steady progress or accounts "
         "sending nothing else; natural-data extraction notes on heavy clients).\n"
     )
-    L.append("| variant | attack | method | detected | median q | p90 q | share flagged |")
-    L.append("|---|---|---|---|---|---|---|")
+    L.append("| variant | attack | method | detected | median q | p90 q | share flagged | info too: detected, q |")
+    L.append("|---|---|---|---|---|---|---|---|")
+    info_too = {(v, k.split("|")[0]): r for v, k, r in rows if k.endswith("|inferwatch, info too")}
     for variant, key, r in rows:
         g, m = key.split("|")
+        if m == "inferwatch, info too":
+            continue
+        i = info_too.get((variant, g)) if m == "inferwatch" else None
+        extra = f"{i['detected']}/{i['instances']}, {i['median']:.0f}" if i else ""
         L.append(
             f"| {variant} | {g} | {m} | {r['detected']}/{r['instances']} | {r['median']:.0f} | {r['p90']:.0f} "
-            f"| {r['flagged_share']:.2f} |"
+            f"| {r['flagged_share']:.2f} | {extra} |"
         )
     L.append("\n## Benign accounts\n")
     L.append("| variant | method | accounts flagged | per-query flag rate | by type (flagged/accounts) |")
