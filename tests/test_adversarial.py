@@ -473,6 +473,35 @@ def test_split_ood_walk_is_a_campaign(artifact: AdversarialArtifact, moving: boo
         ]
 
 
+def test_synthetic_extraction_diluted_with_ordinary_queries_is_caught(artifact: AdversarialArtifact) -> None:
+    """Synthetic extraction (a fresh input, then a point at a short step from it: Jacobian-style augmentation) hidden
+    among ordinary queries, three per pair: one query in five is close to an earlier one, far above the reference
+    rate. Caught by the close-query test; the ordinary clients around it are not."""
+    rng = np.random.default_rng(70)
+    ref = rng.normal(size=(1, F))
+    u = rng.normal(size=(1, F))
+    unit = float(np.linalg.norm(artifact.embed(ref + u) - artifact.embed(ref)))
+    step = 0.5 * (artifact.tau_near + artifact.tau_close) / unit  # close, but no near-duplicate
+    xs: list[npt.NDArray[np.float64]] = []
+    for _ in range(40):
+        seed = rng.normal(size=F)
+        d = rng.normal(size=F)
+        d *= float(np.linalg.norm(u)) / float(np.linalg.norm(d))
+        xs += [seed, seed + step * d, *rng.normal(size=(3, F))]
+    x = np.array(xs)
+    users = rng.normal(size=(600, F))
+    allx = np.concatenate([x, users])
+    c = np.asarray(["jack"] * len(x) + [f"user{i % 30}" for i in range(600)], dtype=object)
+    t = np.r_[np.arange(len(x)) * 2_000, rng.uniform(0, len(x) * 2_000, 600)].astype(np.int64)
+    o = np.argsort(t, kind="stable")
+    out = det(artifact).update(batch(allx[o], c[o], t[o]), seq=0)
+    got = [a for a in out if a.kind == "model_extraction" and a.severity != "info"]
+    assert got and {a.client_id for a in got} == {"jack"}, [(a.client_id, a.statistic) for a in got]
+    assert got[0].statistic == "close_query_rate"
+    jack = np.flatnonzero(c[o] == "jack")
+    assert int((jack <= got[0].event_index).sum()) <= 60
+
+
 def test_constructor_validates(artifact: AdversarialArtifact) -> None:
     with pytest.raises(ValueError):
         AdversarialDetector(artifact, salt=b"")
