@@ -1268,12 +1268,16 @@ class AdversarialDetector:
         *,
         seq: int,
         ood: npt.ArrayLike | None = None,
+        far_ood: npt.ArrayLike | None = None,
         features: QueryFeatures | None = None,
     ) -> list[AlertDecision]:
         """Feed one batch; ``seq`` is the stream sequence number of its first event.
 
         ``ood`` optionally flags out-of-distribution events (bool, or scores compared with
-        ``ood_threshold``). Events without a client id are skipped. ``features``: :attr:`featurizer`
+        ``ood_threshold``). ``far_ood`` optionally flags events so far out of distribution that one of them is an
+        account's evidence (the anomaly detector's p-value at most its ``fpr**2``): in an extraction split over
+        accounts, an account whose only query so far is such an event is named (see :meth:`_ood_campaign`). Events
+        without a client id are skipped. ``features``: :attr:`featurizer`
         applied to the batch elsewhere (a decoding process); computed here when None.
         """
         n = len(batch)
@@ -1292,6 +1296,9 @@ class AdversarialDetector:
                 raise SchemaMismatchError(f"ood has shape {o.shape}, batch has {n} events")
             is_ood = o.astype(bool) if o.dtype == bool else np.nan_to_num(o.astype(np.float64)) >= self.ood_threshold
             have_ood = True
+        far = np.zeros(n, dtype=bool) if far_ood is None else np.asarray(far_ood, dtype=bool)
+        if far.shape != (n,):
+            raise SchemaMismatchError(f"far_ood has shape {far.shape}, batch has {n} events")
         keep: npt.NDArray[np.bool_] = batch.client_id != None  # noqa: E711 (elementwise on the object array)
         every = bool(keep.all())
         rows = np.arange(n) if every else np.flatnonzero(keep)
@@ -1304,6 +1311,7 @@ class AdversarialDetector:
         ids = pick(batch.client_id)
         ts = pick(batch.ts)
         is_ood = pick(is_ood)
+        far = pick(far) & is_ood
         if features is None:
             q = self.featurizer(batch if every else batch.take(rows))
         elif len(features) != n:
@@ -1332,7 +1340,9 @@ class AdversarialDetector:
         n_seen, pscale, layout, ood_only = self._process(
             slots, z, raw16, fp, pred, margin, is_ood, have_ood, ts, seq + rows, event_ids, out, sketch0, seq
         )
-        out.extend(self._ood_campaign(ood_only, slots, seq + rows, ts, event_ids, seq))
+        # a first ood query far out counts as two: enough for the account to be named
+        evidence = np.where(far & (ood_only == 1), 2, ood_only)
+        out.extend(self._ood_campaign(evidence, slots, seq + rows, ts, event_ids, seq))
         # The index's cells have a fixed width: once the whole population's distances have shrunk by half
         # (a recalibrated sensor), cross-client coincidences are no longer evidence of a shared search.
         ok = pscale[hits6[0]] >= _POP_INDEX
@@ -2200,8 +2210,10 @@ class AdversarialDetector:
         makes no such account). The number of such queries among the last ``ood_window`` events (stream order, this
         one included) is tested against ``Binomial(ood_window, p_ood)``: benign traffic sends ood queries at the
         reference rate, and these are a subset of them. The test says an extraction is under way; an account is
-        named only on its own evidence as well, at least two ood queries and nothing else (a benign account whose
-        first query happens to be ood, during an attack, is not named). At such an event where the count is
+        named only on its own evidence as well, at least two ood queries and nothing else, or one far out
+        (``far_ood``; ``n_ood`` is 2 for it) and nothing else (a benign account whose first query happens to be
+        ood, during an attack, is not named; one whose first query is far out, beyond the anomaly detector's
+        ``fpr**2``, may be). At such an event where the count is
         significant (``_ood_k``) and the window holds ``campaign_clients`` such accounts, a campaign opens listing
         them; later ones join it, and an ``update`` follows each time ``campaign_clients`` more have (an extraction
         spread over hundreds of accounts, each of which should be blocked; the record lists the latest

@@ -185,14 +185,15 @@ class ModelMonitor:
         if self.validator is not None:
             decisions += self.validator.update(batch, seq=seq, extra=violations)
         extras: dict[str, Any] = {}
-        ood = None
+        ood = far = None
         if self.anomaly is not None:
             decisions += self.anomaly.update(batch, seq=seq, scores=None if prepared is None else prepared.anomaly)
-            extras["scores"] = self.anomaly.last_scores
-            ood = None if self.anomaly.last_scores is None else self.anomaly.last_scores.flag
+            scores = extras["scores"] = self.anomaly.last_scores
+            if scores is not None:
+                ood, far = scores.flag, scores.p_value <= self.anomaly.expected_rate**2
         if self.adversarial is not None:
             queries = None if prepared is None else prepared.queries
-            decisions += self.adversarial.update(batch, seq=seq, ood=ood, features=queries)
+            decisions += self.adversarial.update(batch, seq=seq, ood=ood, far_ood=far, features=queries)
         alerts = _on_batch(batch, decisions)
         if self.performance is not None:
             alerts += _on_batch(batch, self.performance.update(batch, seq=seq))

@@ -1117,6 +1117,29 @@ def test_ood_flags_stay_with_their_events_when_some_have_no_client(artifact: Adv
     ]
 
 
+def test_far_ood_queries_name_split_extraction_accounts_after_one_query(artifact: AdversarialArtifact) -> None:
+    """The same split extraction with its queries flagged far out of distribution (``far_ood``: the anomaly
+    detector's p-value beyond fpr**2): each account is named after its first query, so the campaign opens within
+    the first round instead of the second; the ood-ish benign accounts (ood, not far out) stay unnamed."""
+    b, ood, accounts = split_ood_stream(np.random.default_rng(50))
+    attack = np.isin(b.client_id.astype(str), list(accounts))
+    far = attack & ood
+
+    def first(**kw: Any) -> tuple[int, set[str]]:
+        out = det(artifact).update(b, seq=0, ood=ood, **kw)
+        camp = [a for a in out if a.client_id is None and a.kind == "model_extraction"]
+        assert camp and camp[0].status == "open"
+        listed = set().union(*(a.evidence["clients"] for a in camp))
+        return int(attack[: camp[0].event_index + 1].sum()), listed
+
+    steps, listed = first(far_ood=far)
+    assert steps <= len(accounts) // 2 and listed <= accounts, steps
+    plain, _ = first()
+    assert plain > len(accounts) >= steps
+    with pytest.raises(SchemaMismatchError):
+        det(artifact).update(b, seq=0, ood=ood, far_ood=far[:5])
+
+
 def test_split_uniform_campaign_does_not_depend_on_batch_boundaries(artifact: AdversarialArtifact) -> None:
     """The ood window gives the same alerts and state in one batch, row by row, in random chunks and across a
     snapshot/restore."""

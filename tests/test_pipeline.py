@@ -309,3 +309,33 @@ def test_per_event_scores_name_the_outlying_feature_and_only_when_asked(baseline
     assert all(s["flag"] and s["top_features"][0] == "f03" for s in outliers)
     assert sum(s["flag"] for s in others) < 0.01 * len(others)
     assert min(s["score"] for s in outliers) > max(s["score"] for s in others)
+
+
+def test_adversarial_detector_gets_the_anomaly_flags_and_far_out_ones(
+    baseline: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The monitor hands the adversarial detector the anomaly scorers' ood flags and, as ``far_ood``, the events
+    beyond the squared false-positive rate (one of those names an account of a split extraction)."""
+    from detector.adversarial import AdversarialDetector
+    from detector.anomaly import AnomalyDetector
+
+    seen: list[tuple[Any, Any, Any]] = []
+    scores: list[Any] = []
+    adv_update, an_update = AdversarialDetector.update, AnomalyDetector.update
+
+    def adv(self: AdversarialDetector, batch: Any, **kw: Any) -> Any:
+        seen.append((kw["ood"], kw["far_ood"], scores[-1]))
+        return adv_update(self, batch, **kw)
+
+    def an(self: AnomalyDetector, batch: Any, **kw: Any) -> Any:
+        out = an_update(self, batch, **kw)
+        scores.append((self.last_scores, self.expected_rate))
+        return out
+
+    monkeypatch.setattr(AdversarialDetector, "update", adv)
+    monkeypatch.setattr(AnomalyDetector, "update", an)
+    _run(baseline, _stream(), 4_000)
+    assert seen
+    for ood, far, (s, fpr) in seen:
+        assert np.array_equal(ood, s.flag) and np.array_equal(far, s.p_value <= fpr**2)
+    assert any(far.any() for _, far, _ in seen) and not all(np.array_equal(o, f) for o, f, _ in seen)
