@@ -39,10 +39,12 @@ def _free_bytes(path: str) -> int | None:
 
 
 def bytes_per_event(schemas: Iterable[Schema]) -> int:
-    """A generous bound of the array bytes one decoded (and prepared) event takes, over ``schemas``:
-    its features, probabilities and per-event fields, and its anomaly scores and contributions."""
+    """A generous bound of the array bytes one decoded and prepared event takes, over ``schemas``: its
+    features, probabilities and per-event fields; its anomaly scores and contributions; what the adversarial
+    detector reads from it (embedding, float16 coordinates, fingerprint, probe positions); its drift cells.
+    (64 features and 10 classes: 1,737 bytes, within the bound's 2,160.)"""
     widest = max((len(s.numeric) + len(s.categorical) + len(s.classes) for s in schemas), default=0)
-    return 8 * (2 * widest + 24)
+    return 8 * (3 * widest + 48)
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class Packed:
     head: bytes
     slot: int | None = None
     sizes: tuple[int, ...] = ()
+    oversize: int = 0  #: when inline because the arrays did not fit the slot: their bytes
 
 
 def pack_inline(obj: Any) -> Packed:
@@ -84,6 +87,7 @@ class ChunkSlots:
         self.n_slots = n_slots
         self.slot_bytes = slot_bytes
         self._owner = owner
+        self._warned = False
         assert shm.buf is not None  # (None only once closed)
         self._mem: np.ndarray[Any, np.dtype[np.uint8]] | None = np.frombuffer(shm.buf, dtype=np.uint8)
 
@@ -131,8 +135,9 @@ class ChunkSlots:
         buffers: list[pickle.PickleBuffer] = []
         head = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
         raws = [b.raw() for b in buffers]
-        if sum(r.nbytes for r in raws) > self.slot_bytes:
-            return pack_inline(obj)
+        total = sum(r.nbytes for r in raws)
+        if total > self.slot_bytes:
+            return Packed(pickle.dumps(obj, protocol=5), oversize=total)
         at = slot * self.slot_bytes
         for r in raws:
             self._mem[at : at + r.nbytes] = np.frombuffer(r, dtype=np.uint8)
@@ -142,6 +147,15 @@ class ChunkSlots:
     def unpack(self, packed: Packed) -> Any:
         """The object of :meth:`pack`; its arrays are copies (the slot may be written again at once)."""
         if packed.slot is None:
+            if packed.oversize and not self._warned:
+                # (a bound that no longer holds makes every chunk take the slow path: say so, once)
+                log.warning(
+                    "a decoded chunk of %d bytes of arrays did not fit a shared memory slot of %d: such chunks "
+                    "go through the pipe, slower",
+                    packed.oversize,
+                    self.slot_bytes,
+                )
+                self._warned = True
             return pickle.loads(packed.head)
         if self._mem is None:
             raise ValueError("slots are closed")

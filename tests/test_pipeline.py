@@ -339,3 +339,22 @@ def test_adversarial_detector_gets_the_anomaly_flags_and_far_out_ones(
     for ood, far, (s, fpr) in seen:
         assert np.array_equal(ood, s.flag) and np.array_equal(far, s.p_value <= fpr**2)
     assert any(far.any() for _, far, _ in seen) and not all(np.array_equal(o, f) for o, f, _ in seen)
+
+
+def test_prepared_chunks_fit_the_shared_memory_bound(baseline: Any) -> None:
+    """A decoded chunk with everything the decoding process prepares for every detector fits the slots sized
+    by ``bytes_per_event`` (else every chunk takes the pipe: correct, but slower)."""
+    import pickle
+
+    from streams.ahead import prepare
+    from streams.shm import bytes_per_event
+
+    settings = Settings()
+    pipe = Pipeline({"credit-risk": baseline}, settings, config_digest=settings.detection_digest())
+    lines = _stream()[:2_000]
+    decoded = prepare(pipe.decoder.decode(lines), pipe.preparers())
+    assert decoded.batches[0].prepared is not None
+    buffers: list[pickle.PickleBuffer] = []
+    pickle.dumps(decoded, protocol=5, buffer_callback=buffers.append)
+    size = sum(b.raw().nbytes for b in buffers)
+    assert size <= len(lines) * bytes_per_event(pipe.decoder.schemas.values()), size / len(lines)

@@ -53,15 +53,18 @@ def test_objects_come_back_equal_from_any_slot_and_as_copies() -> None:
         slots.close()
 
 
-def test_too_large_or_no_slot_goes_inline() -> None:
+def test_too_large_or_no_slot_goes_inline(caplog: pytest.LogCaptureFixture) -> None:
     slots = ChunkSlots.create(1, 4096)
     assert slots is not None
     try:
         big = sample(1000)
         packed = slots.pack(big, 0)
-        assert packed.slot is None and packed.sizes == ()
-        assert_equal(big, slots.unpack(packed))
-        assert slots.pack(big, None).slot is None
+        assert packed.slot is None and packed.sizes == () and packed.oversize > 4096
+        with caplog.at_level("WARNING", logger="streams.shm"):
+            assert_equal(big, slots.unpack(packed))
+            slots.unpack(packed)
+        assert sum("did not fit a shared memory slot" in r.getMessage() for r in caplog.records) == 1  # (once)
+        assert slots.pack(big, None).slot is None and slots.pack(big, None).oversize == 0
         with pytest.raises(ValueError):
             slots.pack(big, 1)
         small = slots.pack({"a": np.ones(1)}, 0)
