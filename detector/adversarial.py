@@ -149,6 +149,7 @@ class _Layout(NamedTuple):
     estart: I64  #: where each group starts in ``e_z``
     bstart: I64  #: where each group's batch events start in ``e_z``
     order: I64  #: batch rows sorted by client (stable)
+    key: I64  #: ``slot * n + row`` of the rows in that order (ascending): a client's rows up to one are a range
 
 
 # --------------------------------------------------------------------------------------------- artifact
@@ -1948,7 +1949,8 @@ class AdversarialDetector:
         ood_only = np.zeros(n, dtype=np.int64)
         if have_ood:
             ood_only[order] = np.where(oo & (n_ood == n_ext) & (pood < _POP_OOD), n_ood, 0)
-        return n_seen, sc_rows, _Layout(e_z, gslot, e_start, e_start + f_g, order), ood_only
+        layout = _Layout(e_z, gslot, e_start, e_start + f_g, order, so * n + order)
+        return n_seen, sc_rows, layout, ood_only
 
     def _structured(
         self,
@@ -2439,7 +2441,7 @@ class AdversarialDetector:
         if not ok.any():
             return out
         r, o = rows[ok], other[ok]
-        key = np.sort(slots * n + np.arange(n))
+        key = layout.key
         gs = layout.gslot
         g = np.minimum(np.searchsorted(gs, o), len(gs) - 1)
         inb = gs[g] == o
@@ -2555,6 +2557,8 @@ class AdversarialDetector:
         first_report = c.reported == 0 and n_mem >= self.campaign_clients and hits >= self.campaign_hits
         if not (first_report or c.reported > 0):
             return None
+        if c.reported > 0 and n_mem < 2 * c.reported and c.level != 1:
+            return None  # (no record due, and no info record to escalate: the evidence need not be read)
         moving = c.boundary_hits + c.probe_hits == 0 and self._moving(c)
         search = c.boundary_hits + c.probe_hits > 0 or moving or c.confirmed >= self.campaign_clients
         level = max(c.level, 1 if not search else 3 if n_mem >= 10 else 2)
@@ -2637,7 +2641,7 @@ class AdversarialDetector:
         # Per-client state is read as it was at the hit's row, not after the batch (``_process`` already ran):
         # the alerts must not depend on where the batch boundaries fall. ``key`` orders events by (slot, row).
         n = len(slots)
-        key = np.sort(slots * n + np.arange(n))
+        key = layout.key
         p_i, p_s, p_o, p_seq, p_qs, p_qo, p_wk, p_2nd = self._probe_edges(probes, slots, n_seen, key)
         # Only three kinds of hit change state: flips (boundary evidence), linking probe hits, and any hit touching
         # a campaign member. Members are members at the batch start or clients of this batch's flips and linking
