@@ -301,11 +301,16 @@ def test_clean_stream_fires_nothing(loda_model: AnomalyModel) -> None:
     assert det.last_scores is not None and len(det.last_scores) == 200_000
 
 
-def test_batch_equals_row_by_row(loda_model: AnomalyModel) -> None:
+def burst_records(model: AnomalyModel) -> tuple[EventBatch, list[tuple[object, ...]]]:
+    """A stream with a burst of outliers and the records a detector gives on it in one batch."""
     b = stream(3000, 13, burst=(1000, 1800))
-    one = AnomalyDetector(loda_model, size=400, step=100, min_events=50)
-    expected = [key(d, 0) for d in one.update(b, seq=0)]
+    expected = [key(d, 0) for d in AnomalyDetector(model, size=400, step=100, min_events=50).update(b, seq=0)]
     assert expected
+    return b, expected
+
+
+def test_batch_equals_row_by_row(loda_model: AnomalyModel) -> None:
+    b, expected = burst_records(loda_model)
     many = AnomalyDetector(loda_model, size=400, step=100, min_events=50)
     rng = np.random.default_rng(0)
     got, i = [], 0
@@ -317,10 +322,7 @@ def test_batch_equals_row_by_row(loda_model: AnomalyModel) -> None:
 
 
 def test_scores_given_from_elsewhere_give_the_same_records_and_must_fit_the_batch(loda_model: AnomalyModel) -> None:
-    b = stream(3000, 13, burst=(1000, 1800))
-    here = AnomalyDetector(loda_model, size=400, step=100, min_events=50)
-    expected = [key(d, 0) for d in here.update(b, seq=0)]
-    assert expected
+    b, expected = burst_records(loda_model)
     given = AnomalyDetector(loda_model, size=400, step=100, min_events=50)
     scores = loda_model.score(b.numeric, b.categorical)  # (what a decoding process sends)
     assert [key(d, 0) for d in given.update(b, seq=0, scores=scores)] == expected
