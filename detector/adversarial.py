@@ -762,7 +762,8 @@ class AdversarialDetector:
         Global index: ``2**index_bits`` slots per table, ``index_tables`` tables, a query matches a
         stored one sharing ``index_match`` cells; entries older than ``index_horizon`` events expire.
     campaign_clients, campaign_hits
-        A campaign is reported once it links this many clients through this many boundary hits.
+        A campaign is reported once it links this many clients through this many boundary hits (or
+        walk steps of which the last four lie on one line).
     campaign_radius
         A new cross-client pair within ``campaign_radius * tau_close`` of a campaign's last query joins it.
     campaign_share
@@ -2541,26 +2542,45 @@ class AdversarialDetector:
         spread = float(np.sqrt(((pts - pts.mean(axis=0)) ** 2).sum(axis=1)).mean())
         return step > 0 and spread >= _MOVING * step
 
+    def _on_line(self, c: _Campaign) -> bool:
+        """Whether the campaign's last three hits continue one line: a binary or line search (HopSkipJump,
+        Sign-OPT) split over accounts. Noisy copies of one input step in independent directions."""
+        if c.links < 4:
+            return False
+        pts = c.ring[(c.links - 4 + np.arange(4)) % _CAMP_RING].astype(np.float64)
+        d = pts[1:] - pts[:-1]
+        nrm = np.sqrt((d**2).sum(axis=1))
+        if not (nrm > 0).all():
+            return False
+        cos = np.abs((d[1:] * d[:-1]).sum(axis=1)) / (nrm[1:] * nrm[:-1])
+        return bool((cos >= self.artifact.cos_line).all())
+
     def _report(
         self, cid: int, i: int, seqs: I64, ts: I64, event_ids: npt.NDArray[Any], base: int
     ) -> AlertDecision | None:
         """Campaign ``cid``'s record at row ``i``: it opens once it links ``campaign_clients`` clients through
-        ``campaign_hits`` hits, and is updated each time its member count doubles, or when an ``info`` campaign
-        gains the evidence of a search.
+        ``campaign_hits`` hits (walk steps whose last four lie on one line, sooner), and is updated each time its
+        member count doubles, or when an ``info`` campaign gains the evidence of a search.
 
-        A campaign linked by walk steps alone, without class flips, probe hits or steady progress, is ``info``:
+        A campaign linked by walk steps alone, without class flips, probe hits, steady progress or a line, is
+        ``info``:
         new accounts each sending one noisy copy of a popular out-of-distribution input look the same as a
         search split over accounts that has not moved yet (Boundary's first hundred steps)."""
         c = self._camps[cid]
         n_mem = len(c.members)
         hits = c.boundary_hits + c.probe_hits + c.walk_links
-        first_report = c.reported == 0 and n_mem >= self.campaign_clients and hits >= self.campaign_hits
-        if not (first_report or c.reported > 0):
+        walk_only = c.boundary_hits + c.probe_hits == 0
+        if c.reported == 0 and n_mem < self.campaign_clients:
             return None
         if c.reported > 0 and n_mem < 2 * c.reported and c.level != 1:
             return None  # (no record due, and no info record to escalate: the evidence need not be read)
-        moving = c.boundary_hits + c.probe_hits == 0 and self._moving(c)
-        search = c.boundary_hits + c.probe_hits > 0 or moving or c.confirmed >= self.campaign_clients
+        line = walk_only and self._on_line(c)
+        # walk steps along one line need not wait for ``campaign_hits``: chance links do not line up
+        first_report = c.reported == 0 and (hits >= self.campaign_hits or line)
+        if c.reported == 0 and not first_report:
+            return None
+        moving = walk_only and self._moving(c)
+        search = not walk_only or moving or line or c.confirmed >= self.campaign_clients
         level = max(c.level, 1 if not search else 3 if n_mem >= 10 else 2)
         if not (first_report or n_mem >= 2 * c.reported or (c.level == 1 and level > 1)):
             return None
@@ -2572,7 +2592,8 @@ class AdversarialDetector:
         clients = self._names(c.members)
         walks = (
             f", {c.walk_links} walk steps: a new out-of-distribution query near another client's"
-            f"{' (moving steadily)' if moving else ''}; {c.confirmed} accounts sent two and nothing else"
+            f"{' (moving steadily)' if moving else ''}{' (the last ones along one line)' if line else ''}; "
+            f"{c.confirmed} accounts sent two and nothing else"
             if c.walk_links
             else ""
         )
@@ -2585,9 +2606,9 @@ class AdversarialDetector:
         else:
             message = (
                 f"campaign c{cid}: possibly one search split over {n_mem} clients sending little else ({c.walk_links} "
-                "walk steps: a new out-of-distribution query near another client's; no class flips, probe hits or "
-                "steady progress yet: new accounts resending a popular out-of-distribution input with noise look the "
-                "same)"
+                "walk steps: a new out-of-distribution query near another client's; no class flips, probe hits, "
+                "steady progress or line yet: new accounts resending a popular out-of-distribution input with noise "
+                "look the same)"
             )
         return AlertDecision(
             kind="evasion_probing",
@@ -2614,6 +2635,7 @@ class AdversarialDetector:
                 "probe_hits": int(c.probe_hits),
                 "walk_steps": int(c.walk_links),
                 "moving": moving,
+                "line": line,
                 "event_id": str(event_ids[i]),
                 "event_seq": int(seqs[i]),
             },

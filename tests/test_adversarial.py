@@ -417,16 +417,19 @@ def test_popular_ood_inputs_with_noise_are_no_warning_campaign(artifact: Adversa
 
 
 def ood_walk_stream(
-    rng: np.random.Generator, moving: bool, accounts: int = 20, n: int = 80
+    rng: np.random.Generator, moving: bool, accounts: int = 20, n: int = 80, noise: float | None = None
 ) -> tuple[EventBatch, npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
     """A search split round-robin over ``accounts`` whose steps are all out of distribution, among benign clients:
-    moving on (steps along a line, like HopSkipJump's or Sign-OPT's), or hovering (noise around one point, like
-    Boundary's first hundred steps). Returns the batch, the ood flags and which events are the search's."""
+    moving on (steps along a direction, like HopSkipJump's or Sign-OPT's), or hovering (noise around one point, like
+    Boundary's first hundred steps); ``noise`` (per feature) is 0.005 and 0.02 unless given. Returns the batch, the
+    ood flags and which events are the search's."""
     x0 = np.full(F, 5.0) * rng.choice([-1.0, 1.0], size=F)
     u = rng.normal(size=F)
     u /= np.linalg.norm(u)
     drift = np.arange(n)[:, None] * 0.05 * u if moving else 0.0
-    steps = x0 + drift + rng.normal(scale=0.005 if moving else 0.02, size=(n, F))
+    if noise is None:
+        noise = 0.005 if moving else 0.02
+    steps = x0 + drift + rng.normal(scale=noise, size=(n, F))
     benign = rng.normal(size=(300, F))
     x = np.concatenate([steps, benign])
     c = np.asarray([f"sybil{i % accounts}" for i in range(n)] + [f"user{i % 60}" for i in range(300)], dtype=object)
@@ -471,6 +474,20 @@ def test_split_ood_walk_is_a_campaign(artifact: AdversarialArtifact, moving: boo
         assert [(*key(a)[:3], a.pane, a.evidence.get("clients")) for a in got] == [
             (*key(a)[:3], a.pane, a.evidence.get("clients")) for a in want
         ]
+
+
+def test_split_line_search_is_a_campaign_before_campaign_hits(artifact: AdversarialArtifact) -> None:
+    """A line search split over accounts (steps along one direction: HopSkipJump's and Sign-OPT's binary searches)
+    is reported as a search once four walk steps line up, before the ``campaign_hits`` links other campaigns wait
+    for. The noisy steps of the moving walk above (the same direction, noise a tenth of the step) do not line up."""
+    d = det(artifact)
+    b, ood, attack = ood_walk_stream(np.random.default_rng(60), moving=True, noise=1e-4)
+    camp = [a for a in d.update(b, seq=0, ood=ood) if a.client_id is None and a.kind == "evasion_probing"]
+    assert camp and camp[0].status == "open" and camp[0].severity == "warning"
+    assert camp[0].evidence["line"] and camp[0].evidence["walk_steps"] < d.campaign_hits
+    assert int(np.cumsum(attack)[camp[0].event_index]) <= 6
+    b, ood, _ = ood_walk_stream(np.random.default_rng(60), moving=True)
+    assert not any(a.evidence.get("line") for a in det(artifact).update(b, seq=0, ood=ood) if a.client_id is None)
 
 
 def test_synthetic_extraction_diluted_with_ordinary_queries_is_caught(artifact: AdversarialArtifact) -> None:
