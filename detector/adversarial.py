@@ -116,7 +116,7 @@ _CAMP_PAIR = 4  # last queries of each client of a new pair compared with those 
 _MOVING = 1.2  # a campaign's last hits spread this many times their median step: steady progress (see _moving)
 #: Layout version of :meth:`AdversarialDetector.snapshot` (``meta.state``); a snapshot of another layout (older ones
 #: have none) raises :class:`SnapshotError`, and the pipeline starts the detector afresh.
-_STATE = 7
+_STATE = 8
 # Structured steps (see ``AdversarialDetector._structured``): each client's last ``_RAW`` raw queries are kept as
 # float16 values of at most ``_RAW_COLS`` coordinates and a fingerprint of the exact values, ``_FP_BLOCKS``
 # blocks of coordinates (column % _FP_BLOCKS) with a 4-bit hash each, two blocks a byte.
@@ -784,6 +784,10 @@ class AdversarialDetector:
         last ``ood_window`` events, are tested against ``Binomial(ood_window, p_ood)`` (the artifact's reference
         ood rate) at ``alpha``; once at least ``campaign_clients`` such accounts make it significant, a
         ``model_extraction`` campaign alert lists them (see :meth:`_ood_campaign`).
+    campaign_interval_s
+        Accounts joining that campaign later are named by an ``update`` at most this often (seconds of event
+        time; at once when ``campaign_members`` have joined): an extraction spread over thousands of accounts
+        makes a few hundred records an hour, not one per handful of accounts.
     ood_threshold
         Scores ``>=`` this count as out-of-distribution when ``ood`` is given as scores.
     heavy_hitters
@@ -835,6 +839,7 @@ class AdversarialDetector:
         probe_share: float = 0.5,
         max_campaigns: int = 1024,
         campaign_members: int = 256,
+        campaign_interval_s: float = 10.0,
         ood_window: int = 1024,
         ood_threshold: float = 0.5,
         heavy_hitters: int = 64,
@@ -864,6 +869,8 @@ class AdversarialDetector:
             raise ValueError("need probe_window_s > 0 and 0 < probe_share <= 2")
         if ood_window < 16:
             raise ValueError(f"ood_window must be >= 16, got {ood_window}")
+        if not campaign_interval_s >= 0:
+            raise ValueError(f"campaign_interval_s must be >= 0, got {campaign_interval_s}")
         self.artifact = artifact
         self.max_clients = max_clients
         self.history = h
@@ -901,6 +908,7 @@ class AdversarialDetector:
         self._ood_k = int(kk[np.argmax(tail < alpha)]) if (tail < alpha).any() else ood_window + 1
         self._ood_k2 = int(kk[np.argmax(tail < alpha**2)]) if (tail < alpha**2).any() else ood_window + 1
         self.campaign_members = campaign_members
+        self.campaign_interval_s = campaign_interval_s
         self.ood_threshold = ood_threshold
         self.heavy_hitters = heavy_hitters
         # Salted index geometry: secret rotations, offsets and hash multipliers.
@@ -990,10 +998,11 @@ class AdversarialDetector:
         self._next_camp = 0
         # extraction split over accounts: the last ood_window events (uid, slot and ood query count of an ood-only
         # account's ood query, uid 0 otherwise), the events seen, and the campaign: [id (-1: none), accounts joined
-        # at its last record, incident seq, seq of its last such query, next id, accounts joined], its latest members
+        # at its last record, incident seq, seq of its last such query, next id, accounts joined, stream time of its
+        # last record, stream time (the largest event time seen), largest count], its latest members
         self._oring = np.zeros((self.ood_window, 3), dtype=np.int64)
         self._on = 0
-        self._oc = [-1, 0, -1, _NO_SEQ, 0, 0]
+        self._oc = [-1, 0, -1, _NO_SEQ, 0, 0, 0, _NO_SEQ, 0]
         self._oc_members: list[str] = []
         self._sketch = SpaceSaving(self.heavy_hitters)
         # population gate: decayed, client-weighted sums of log nearest distance (vs the reference) and of
@@ -1155,7 +1164,9 @@ class AdversarialDetector:
                 raise SnapshotError(f"snapshot ood window {oring.shape} does not match {self._oring.shape}")
             self._oring[...] = oring
             ost = np.asarray(state["ood.state"], dtype=np.int64).tolist()
-            self._on, self._oc = int(ost[0]), [int(v) for v in ost[1:7]]
+            self._on, self._oc = int(ost[0]), [int(v) for v in ost[1:]]
+            if len(self._oc) != 9:
+                raise SnapshotError(f"snapshot ood state has {len(self._oc)} values, expected 9")
             self._oc_members = [str(m) for m in state["ood.members"]]
             self._pop = np.asarray(state["meta.population"], dtype=np.float64).copy()
             self._sketch.keys = np.asarray(state["sketch.keys"]).astype(str)
@@ -2218,8 +2229,10 @@ class AdversarialDetector:
         ood, during an attack, is not named; one whose first query is far out, beyond the anomaly detector's
         ``fpr**2``, may be). At such an event where the count is
         significant (``_ood_k``) and the window holds ``campaign_clients`` such accounts, a campaign opens listing
-        them; later ones join it, and an ``update`` follows each time ``campaign_clients`` more have (an extraction
-        spread over hundreds of accounts, each of which should be blocked; the record lists the latest
+        them; later ones join it. An ``update`` names those that joined since the last record once
+        ``campaign_interval_s`` of stream time (the largest event time so far) has passed since it, at the
+        first event of any kind by then, or at once when ``campaign_members`` have joined (an extraction spread
+        over hundreds of accounts, each of which should be blocked; the record lists the latest
         ``campaign_members``). It ends once ``ood_window`` events pass without a significant window. The count is a
         running sum over the window's entries and the batch's, so the batching does not matter; only the flagged
         events of a significant window step through the (small) loop below.
@@ -2229,10 +2242,15 @@ class AdversarialDetector:
         w = self.ood_window
         tail = np.arange(max(0, n - w), n)
         at = (self._on + tail) % w  # event k of the stream is kept at position k % w
-        if not flag.any():
+        oc = self._oc
+        pending = oc[0] >= 0 and oc[5] > oc[1]
+        if not flag.any() and not pending:
             self._oring[at] = 0
             self._on += n
+            oc[7] = max(oc[7], int(ts.max(initial=_NO_SEQ)))
             return []
+        clock = np.maximum.accumulate(np.r_[oc[7], ts])[1:]  # stream time at each event
+        oc[7] = int(clock[-1]) if n else oc[7]
         # the window before the batch, oldest first, then the batch
         prev = np.roll(self._oring, -(self._on % w), axis=0)
         cur = np.zeros((n, 3), dtype=np.int64)
@@ -2245,12 +2263,22 @@ class AdversarialDetector:
         cs2 = np.r_[0, np.cumsum(allv[:, 2] >= 2)]
         twice = cs2[w + 1 : w + n + 1] - cs2[1 : n + 1]  # of those, second (or later) ones of their account
         out: list[AlertDecision] = []
+        every = round(self.campaign_interval_s * 1000)
+
+        def flush(until: int) -> None:
+            """The update naming the accounts joined since the last record, at the first event before row
+            ``until`` by which ``campaign_interval_s`` has passed, if any."""
+            if oc[0] >= 0 and oc[5] > oc[1]:
+                r = int(np.searchsorted(clock, oc[6] + every))
+                if r < until:
+                    out.append(self._ood_report(int(count[r]), r, int(clock[r]), seqs, ts, event_ids, base))
+
         q = np.flatnonzero(flag & (count >= self._ood_k))
         # (plain ints: most of these events only move the campaign's last significant position)
         for i, seq, n_i, tw in zip(q.tolist(), seqs[q].tolist(), n_ood[q].tolist(), twice[q].tolist(), strict=True):
-            oc = self._oc
+            flush(i)
             if oc[0] >= 0 and seq - oc[3] > w:
-                oc[0], oc[1], oc[2], oc[5] = -1, 0, -1, 0  # ended: a later one is another campaign
+                oc[0], oc[1], oc[2], oc[5], oc[8] = -1, 0, -1, 0, 0  # ended: a later one is another campaign
                 self._oc_members = []
             if oc[0] < 0:
                 if tw < self.campaign_clients:  # (fewer accounts to name than needed, whoever they are)
@@ -2272,25 +2300,34 @@ class AdversarialDetector:
                     self._oc_members = [*self._oc_members[1 - self.campaign_members :], name]
                     oc[5] += 1
             oc[3] = seq
-            if oc[5] - oc[1] >= self.campaign_clients:
-                out.append(self._ood_report(int(count[i]), i, seqs, ts, event_ids, base))
-                oc[1] = oc[5]
+            oc[8] = max(oc[8], int(count[i]))
+            new = oc[5] - oc[1]
+            if (
+                new >= self.campaign_clients
+                if oc[1] == 0
+                else new > 0 and (clock[i] >= oc[6] + every or new >= self.campaign_members)
+            ):
+                out.append(self._ood_report(int(count[i]), i, int(clock[i]), seqs, ts, event_ids, base))
+        flush(n)
         self._oring[at] = cur[tail]
         self._on += n
         return out
 
     def _ood_report(
-        self, count: int, i: int, seqs: I64, ts: I64, event_ids: npt.NDArray[Any], base: int
+        self, count: int, i: int, now: int, seqs: I64, ts: I64, event_ids: npt.NDArray[Any], base: int
     ) -> AlertDecision:
-        """The extraction campaign's record at row ``i``: ``open`` at its first report, then ``update``."""
+        """The extraction campaign's record at row ``i`` (stream time ``now``): ``open`` at its first report, then
+        ``update``; it names the accounts joined since the last one (``evidence.new_clients``)."""
         oc = self._oc
-        n_mem = oc[5]
-        p = float(self._ood_tail[count - 1])
+        n_mem, new = oc[5], oc[5] - oc[1]
+        status: Status = "open" if oc[1] == 0 else "update"
+        oc[1], oc[6] = n_mem, now
+        p = float(self._ood_tail[count - 1]) if count > 0 else 1.0
         clients = self._names(self._oc_members)
         return AlertDecision(
             kind="model_extraction",
-            status="open" if oc[1] == 0 else "update",
-            severity="critical" if count >= self._ood_k2 else "warning",
+            status=status,
+            severity="critical" if oc[8] >= self._ood_k2 else "warning",
             columns=(),
             statistic="ood_only_queries",
             value=float(count),
@@ -2305,11 +2342,13 @@ class AdversarialDetector:
             window_start_seq=int(oc[2]),
             message=(
                 f"extraction campaign x{oc[0]}: {count} of the last {self.ood_window} queries are out of distribution "
-                f"from {n_mem} clients that send nothing else (reference rate {self.artifact.p_ood:.1e}, p={p:.1e})"
+                f"from {n_mem} clients that send nothing else (reference rate {self.artifact.p_ood:.1e}, p={p:.1e}); "
+                f"{new} joined since the last record"
             ),
             evidence={
                 "campaign": f"x{oc[0]}",
                 "clients": clients,
+                "new_clients": clients[len(clients) - min(new, len(clients)) :],
                 "n_clients": n_mem,
                 "ood_only_queries": count,
                 "window_events": self.ood_window,

@@ -163,6 +163,9 @@ class AdversarialSettings(_Frozen):
         SecretStr("inferwatch-default-salt"), description="salt of the near-duplicate index: set your own"
     )
     pseudonymize_key: SecretStr | None = Field(None, description="HMAC key: client ids in alerts are pseudonyms")
+    campaign_interval_s: float = Field(
+        10.0, ge=0, description="accounts joining a split-extraction campaign are named at most this often"
+    )
 
 
 class BaselineSettings(_Frozen):
@@ -231,6 +234,7 @@ class Settings(_Frozen):
             "max_clients": a.max_clients,
             "salt": _secret_tag(a.salt),
             "pseudonymize_key": None if a.pseudonymize_key is None else _secret_tag(a.pseudonymize_key),
+            "campaign_interval_s": a.campaign_interval_s,
         }
         payload = json.dumps(parts, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -1113,6 +1113,29 @@ def test_split_uniform_extraction_is_one_campaign(artifact: AdversarialArtifact)
     assert named <= accounts | {f"heavy{u}" for u in range(2)}, named  # (heavy benign clients: query floods)
 
 
+def test_split_extraction_updates_come_at_most_once_per_interval(artifact: AdversarialArtifact) -> None:
+    """The campaign names accounts joining it by updates at most every ``campaign_interval_s`` of event time: far
+    fewer records than one per new account, and still every account that joined is named. When the extraction
+    stops (here after each account's second query, the one that makes it join), the last ones are named by an
+    update at an event of another client once the interval has passed."""
+    b, ood, accounts = split_ood_stream(np.random.default_rng(50))
+    attack = np.isin(b.client_id.astype(str), list(accounts))
+    keep = np.flatnonzero(~attack | (b.ts < 50_000))  # (rounds of 40 queries, 10 s each, from 30 s on)
+    b, ood = b.take(keep), ood[keep]
+    seen: dict[float, list[AlertDecision]] = {}
+    for every in (0.0, 10.0):
+        out = det(artifact, campaign_interval_s=every).update(b, seq=0, ood=ood)
+        camp = seen[every] = [a for a in out if a.client_id is None and a.kind == "model_extraction"]
+        new = [a.evidence["new_clients"] for a in camp]
+        assert sum(map(len, new)) == camp[-1].evidence["n_clients"] == len(set().union(*new)) == len(accounts)
+        if every:
+            assert (np.diff([a.window_end_ts for a in camp]) >= every * 1000).all()
+            assert b.client_id[camp[-1].event_index] not in accounts
+        else:
+            assert all(len(n) == 1 for n in new[1:])
+    assert 1 < len(seen[10.0]) < len(seen[0.0]) / 4
+
+
 def test_ood_flags_stay_with_their_events_when_some_have_no_client(artifact: AdversarialArtifact) -> None:
     """Events without a client id are skipped; the ood flags of the others stay theirs (not shifted onto them by
     the skipped rows): the alerts are those of the batch without the skipped events."""
