@@ -786,8 +786,8 @@ class AdversarialDetector:
         ``model_extraction`` campaign alert lists them (see :meth:`_ood_campaign`).
     campaign_interval_s
         Accounts joining that campaign later are named by an ``update`` at most this often (seconds of event
-        time; at once when ``campaign_members`` have joined): an extraction spread over thousands of accounts
-        makes a few hundred records an hour, not one per handful of accounts.
+        time; at once when ``campaign_members`` have joined): the records of an extraction spread over
+        thousands of accounts come at a bounded rate, not one per handful of accounts.
     ood_threshold
         Scores ``>=`` this count as out-of-distribution when ``ood`` is given as scores.
     heavy_hitters
@@ -839,7 +839,7 @@ class AdversarialDetector:
         probe_share: float = 0.5,
         max_campaigns: int = 1024,
         campaign_members: int = 256,
-        campaign_interval_s: float = 10.0,
+        campaign_interval_s: float = 2.0,
         ood_window: int = 1024,
         ood_threshold: float = 0.5,
         heavy_hitters: int = 64,

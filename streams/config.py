@@ -164,7 +164,7 @@ class AdversarialSettings(_Frozen):
     )
     pseudonymize_key: SecretStr | None = Field(None, description="HMAC key: client ids in alerts are pseudonyms")
     campaign_interval_s: float = Field(
-        10.0, ge=0, description="accounts joining a split-extraction campaign are named at most this often"
+        2.0, ge=0, description="accounts joining a split-extraction campaign are named at most this often"
     )
 
 
