@@ -116,7 +116,7 @@ _CAMP_PAIR = 4  # last queries of each client of a new pair compared with those 
 _MOVING = 1.2  # a campaign's last hits spread this many times their median step: steady progress (see _moving)
 #: Layout version of :meth:`AdversarialDetector.snapshot` (``meta.state``); a snapshot of another layout (older ones
 #: have none) raises :class:`SnapshotError`, and the pipeline starts the detector afresh.
-_STATE = 8
+_STATE = 9
 # Structured steps (see ``AdversarialDetector._structured``): each client's last ``_RAW`` raw queries are kept as
 # float16 values of at most ``_RAW_COLS`` coordinates and a fingerprint of the exact values, ``_FP_BLOCKS``
 # blocks of coordinates (column % _FP_BLOCKS) with a 4-bit hash each, two blocks a byte.
@@ -178,6 +178,7 @@ class _Campaign:
     walk_links: int  # linking walk steps (counted apart from the probe hits)
     level: int  # severity level of its last record (index into _SEV; 0: none)
     confirmed: int  # accounts whose second query, like their first, was a walk step (the second linking to it)
+    last_ts: int  # stream time (largest event time so far, ms) at its latest hit
 
     STATS = (
         "links",
@@ -189,6 +190,7 @@ class _Campaign:
         "walk_links",
         "level",
         "confirmed",
+        "last_ts",
     )
 
 
@@ -784,8 +786,11 @@ class AdversarialDetector:
         last ``ood_window`` events, are tested against ``Binomial(ood_window, p_ood)`` (the artifact's reference
         ood rate) at ``alpha``; once at least ``campaign_clients`` such accounts make it significant, a
         ``model_extraction`` campaign alert lists them (see :meth:`_ood_campaign`).
+    campaign_quiet_s
+        An evasion campaign is ``resolved`` once this much event time passes without a hit (the extraction
+        campaign: once ``ood_window`` events pass without a significant window); a later hit starts another.
     campaign_interval_s
-        Accounts joining that campaign later are named by an ``update`` at most this often (seconds of event
+        Accounts joining the extraction campaign later are named by an ``update`` at most this often (seconds of event
         time; at once when ``campaign_members`` have joined): the records of an extraction spread over
         thousands of accounts come at a bounded rate, not one per handful of accounts.
     ood_threshold
@@ -840,6 +845,7 @@ class AdversarialDetector:
         max_campaigns: int = 1024,
         campaign_members: int = 256,
         campaign_interval_s: float = 2.0,
+        campaign_quiet_s: float = 300.0,
         ood_window: int = 1024,
         ood_threshold: float = 0.5,
         heavy_hitters: int = 64,
@@ -869,8 +875,8 @@ class AdversarialDetector:
             raise ValueError("need probe_window_s > 0 and 0 < probe_share <= 2")
         if ood_window < 16:
             raise ValueError(f"ood_window must be >= 16, got {ood_window}")
-        if not campaign_interval_s >= 0:
-            raise ValueError(f"campaign_interval_s must be >= 0, got {campaign_interval_s}")
+        if not campaign_interval_s >= 0 or not campaign_quiet_s > 0:
+            raise ValueError("need campaign_interval_s >= 0 and campaign_quiet_s > 0")
         self.artifact = artifact
         self.max_clients = max_clients
         self.history = h
@@ -909,6 +915,7 @@ class AdversarialDetector:
         self._ood_k2 = int(kk[np.argmax(tail < alpha**2)]) if (tail < alpha**2).any() else ood_window + 1
         self.campaign_members = campaign_members
         self.campaign_interval_s = campaign_interval_s
+        self.campaign_quiet_s = campaign_quiet_s
         self.ood_threshold = ood_threshold
         self.heavy_hitters = heavy_hitters
         # Salted index geometry: secret rotations, offsets and hash multipliers.
@@ -998,11 +1005,12 @@ class AdversarialDetector:
         self._next_camp = 0
         # extraction split over accounts: the last ood_window events (uid, slot and ood query count of an ood-only
         # account's ood query, uid 0 otherwise), the events seen, and the campaign: [id (-1: none), accounts joined
-        # at its last record, incident seq, seq of its last such query, next id, accounts joined, stream time of its
-        # last record, stream time (the largest event time seen), largest count], its latest members
+        # at its last record, incident seq, event count at its last such query, next id, accounts joined, stream
+        # time of its last record, largest count], its latest members
         self._oring = np.zeros((self.ood_window, 3), dtype=np.int64)
         self._on = 0
-        self._oc = [-1, 0, -1, _NO_SEQ, 0, 0, 0, _NO_SEQ, 0]
+        self._oc = [-1, 0, -1, _NO_SEQ, 0, 0, 0, 0]
+        self._clock = _NO_SEQ  # stream time: the largest event time seen (ms)
         self._oc_members: list[str] = []
         self._sketch = SpaceSaving(self.heavy_hitters)
         # population gate: decayed, client-weighted sums of log nearest distance (vs the reference) and of
@@ -1098,7 +1106,9 @@ class AdversarialDetector:
         out["probe.log"] = self._plog.copy()
         out["probe.count"] = np.asarray(self._pn, dtype=np.int64)
         out["meta.state"] = np.asarray(_STATE, dtype=np.int64)
-        out["meta.counters"] = np.asarray([self._next_uid, self._next_camp, self._sketch.total], dtype=np.int64)
+        out["meta.counters"] = np.asarray(
+            [self._next_uid, self._next_camp, self._sketch.total, self._clock], dtype=np.int64
+        )
         out["ood.ring"] = self._oring.copy()
         out["ood.state"] = np.asarray([self._on, *self._oc], dtype=np.int64)
         out["ood.members"] = np.asarray(self._oc_members, dtype=str)
@@ -1158,15 +1168,15 @@ class AdversarialDetector:
                 )
                 pos += int(nm[i])
             c = np.asarray(state["meta.counters"], dtype=np.int64)
-            self._next_uid, self._next_camp, self._sketch.total = int(c[0]), int(c[1]), int(c[2])
+            self._next_uid, self._next_camp, self._sketch.total, self._clock = (int(v) for v in c[:4])
             oring = np.asarray(state["ood.ring"], dtype=np.int64)
             if oring.shape != self._oring.shape:
                 raise SnapshotError(f"snapshot ood window {oring.shape} does not match {self._oring.shape}")
             self._oring[...] = oring
             ost = np.asarray(state["ood.state"], dtype=np.int64).tolist()
             self._on, self._oc = int(ost[0]), [int(v) for v in ost[1:]]
-            if len(self._oc) != 9:
-                raise SnapshotError(f"snapshot ood state has {len(self._oc)} values, expected 9")
+            if len(self._oc) != 8:
+                raise SnapshotError(f"snapshot ood state has {len(self._oc)} values, expected 8")
             self._oc_members = [str(m) for m in state["ood.members"]]
             self._pop = np.asarray(state["meta.population"], dtype=np.float64).copy()
             self._sketch.keys = np.asarray(state["sketch.keys"]).astype(str)
@@ -1355,7 +1365,9 @@ class AdversarialDetector:
         )
         # a first ood query far out counts as two: enough for the account to be named
         evidence = np.where(far & (ood_only == 1), 2, ood_only)
-        out.extend(self._ood_campaign(evidence, slots, seq + rows, ts, event_ids, seq))
+        clock = np.maximum.accumulate(np.r_[self._clock, ts])[1:]  # stream time at each event
+        self._clock = int(clock[-1])
+        out.extend(self._ood_campaign(evidence, slots, seq + rows, ts, clock, event_ids, seq))
         # The index's cells have a fixed width: once the whole population's distances have shrunk by half
         # (a recalibrated sensor), cross-client coincidences are no longer evidence of a shared search.
         ok = pscale[hits6[0]] >= _POP_INDEX
@@ -1380,7 +1392,7 @@ class AdversarialDetector:
             p_i, p_slot, p_uid, p_seq, p_ch = (np.concatenate([a, b])[o] for a, b in zip(probes, add, strict=True))
             probes = (p_i, p_slot, p_uid, p_seq, p_ch)
         hits = (hi, h_slot, h_uid, h_pred)
-        out.extend(self._campaigns(hits, probes, slots, z, pred, n_seen, seq + rows, ts, event_ids, layout, seq))
+        out.extend(self._campaigns(hits, probes, slots, z, pred, n_seen, seq + rows, ts, clock, event_ids, layout, seq))
         # Decided on stream positions; like every detector, the records report the row within this batch
         # (``event_index``, the stream position minus ``seq``; ``pane`` keeps the stream position).
         out.sort(key=lambda a: (a.event_index, KINDS.index(a.kind), a.client_id or ""))
@@ -2214,7 +2226,7 @@ class AdversarialDetector:
     # ------------------------------------------------------------------------------------- campaigns
 
     def _ood_campaign(
-        self, n_ood: I64, slots: I64, seqs: I64, ts: I64, event_ids: npt.NDArray[Any], base: int
+        self, n_ood: I64, slots: I64, seqs: I64, ts: I64, clock: I64, event_ids: npt.NDArray[Any], base: int
     ) -> list[AlertDecision]:
         """Extraction split over many accounts (uniform-random queries, a few per account): no account sends enough
         for its own ood test, but together they send far more ood queries than benign traffic does.
@@ -2233,7 +2245,8 @@ class AdversarialDetector:
         ``campaign_interval_s`` of stream time (the largest event time so far) has passed since it, at the
         first event of any kind by then, or at once when ``campaign_members`` have joined (an extraction spread
         over hundreds of accounts, each of which should be blocked; the record lists the latest
-        ``campaign_members``). It ends once ``ood_window`` events pass without a significant window. The count is a
+        ``campaign_members``). It is ``resolved`` at the event ``ood_window`` events after its last query that
+        counted in a significant window (``clock``: the stream time at each event). The count is a
         running sum over the window's entries and the batch's, so the batching does not matter; only the flagged
         events of a significant window step through the (small) loop below.
         """
@@ -2243,14 +2256,10 @@ class AdversarialDetector:
         tail = np.arange(max(0, n - w), n)
         at = (self._on + tail) % w  # event k of the stream is kept at position k % w
         oc = self._oc
-        pending = oc[0] >= 0 and oc[5] > oc[1]
-        if not flag.any() and not pending:
+        if not flag.any() and oc[0] < 0:
             self._oring[at] = 0
             self._on += n
-            oc[7] = max(oc[7], int(ts.max(initial=_NO_SEQ)))
             return []
-        clock = np.maximum.accumulate(np.r_[oc[7], ts])[1:]  # stream time at each event
-        oc[7] = int(clock[-1]) if n else oc[7]
         # the window before the batch, oldest first, then the batch
         prev = np.roll(self._oring, -(self._on % w), axis=0)
         cur = np.zeros((n, 3), dtype=np.int64)
@@ -2265,21 +2274,25 @@ class AdversarialDetector:
         out: list[AlertDecision] = []
         every = round(self.campaign_interval_s * 1000)
 
-        def flush(until: int) -> None:
-            """The update naming the accounts joined since the last record, at the first event before row
-            ``until`` by which ``campaign_interval_s`` has passed, if any."""
-            if oc[0] >= 0 and oc[5] > oc[1]:
-                r = int(np.searchsorted(clock, oc[6] + every))
-                if r < until:
-                    out.append(self._ood_report(int(count[r]), r, int(clock[r]), seqs, ts, event_ids, base))
+        def settle(until: int) -> None:
+            """Before row ``until``: the update naming the accounts joined since the last record, at the first
+            event by which ``campaign_interval_s`` has passed, and, up to row ``until``, the ``resolved`` record at
+            the event ``ood_window`` events after the campaign's last significant query (naming any unnamed)."""
+            if oc[0] < 0:
+                return
+            end = min(oc[3] + w + 1 - self._on, n)
+            r = int(np.searchsorted(clock, oc[6] + every)) if oc[5] > oc[1] else until
+            if r < min(until, end):
+                out.append(self._ood_report(int(count[r]), r, int(clock[r]), seqs, ts, event_ids, base))
+            if end < until or end == until < n:  # (at a significant query itself: it may open the next one)
+                out.append(self._ood_report(int(count[end]), end, int(clock[end]), seqs, ts, event_ids, base, True))
+                oc[0], oc[1], oc[2], oc[5], oc[7] = -1, 0, -1, 0, 0  # a later one is another campaign
+                self._oc_members = []
 
         q = np.flatnonzero(flag & (count >= self._ood_k))
         # (plain ints: most of these events only move the campaign's last significant position)
         for i, seq, n_i, tw in zip(q.tolist(), seqs[q].tolist(), n_ood[q].tolist(), twice[q].tolist(), strict=True):
-            flush(i)
-            if oc[0] >= 0 and seq - oc[3] > w:
-                oc[0], oc[1], oc[2], oc[5], oc[8] = -1, 0, -1, 0, 0  # ended: a later one is another campaign
-                self._oc_members = []
+            settle(i)
             if oc[0] < 0:
                 if tw < self.campaign_clients:  # (fewer accounts to name than needed, whoever they are)
                     continue
@@ -2299,8 +2312,8 @@ class AdversarialDetector:
                 if name not in self._oc_members:
                     self._oc_members = [*self._oc_members[1 - self.campaign_members :], name]
                     oc[5] += 1
-            oc[3] = seq
-            oc[8] = max(oc[8], int(count[i]))
+            oc[3] = self._on + i
+            oc[7] = max(oc[7], int(count[i]))
             new = oc[5] - oc[1]
             if (
                 new >= self.campaign_clients
@@ -2308,26 +2321,34 @@ class AdversarialDetector:
                 else new > 0 and (clock[i] >= oc[6] + every or new >= self.campaign_members)
             ):
                 out.append(self._ood_report(int(count[i]), i, int(clock[i]), seqs, ts, event_ids, base))
-        flush(n)
+        settle(n)
         self._oring[at] = cur[tail]
         self._on += n
         return out
 
     def _ood_report(
-        self, count: int, i: int, now: int, seqs: I64, ts: I64, event_ids: npt.NDArray[Any], base: int
+        self,
+        count: int,
+        i: int,
+        now: int,
+        seqs: I64,
+        ts: I64,
+        event_ids: npt.NDArray[Any],
+        base: int,
+        resolved: bool = False,
     ) -> AlertDecision:
         """The extraction campaign's record at row ``i`` (stream time ``now``): ``open`` at its first report, then
-        ``update``; it names the accounts joined since the last one (``evidence.new_clients``)."""
+        ``update``, or ``resolved``; it names the accounts joined since the last one (``evidence.new_clients``)."""
         oc = self._oc
         n_mem, new = oc[5], oc[5] - oc[1]
-        status: Status = "open" if oc[1] == 0 else "update"
+        status: Status = "resolved" if resolved else "open" if oc[1] == 0 else "update"
         oc[1], oc[6] = n_mem, now
         p = float(self._ood_tail[count - 1]) if count > 0 else 1.0
         clients = self._names(self._oc_members)
         return AlertDecision(
             kind="model_extraction",
             status=status,
-            severity="critical" if oc[8] >= self._ood_k2 else "warning",
+            severity="info" if resolved else "critical" if oc[7] >= self._ood_k2 else "warning",
             columns=(),
             statistic="ood_only_queries",
             value=float(count),
@@ -2344,6 +2365,7 @@ class AdversarialDetector:
                 f"extraction campaign x{oc[0]}: {count} of the last {self.ood_window} queries are out of distribution "
                 f"from {n_mem} clients that send nothing else (reference rate {self.artifact.p_ood:.1e}, p={p:.1e}); "
                 f"{new} joined since the last record"
+                + (f"; ended: none in the {self.ood_window} events since its last" if resolved else "")
             ),
             evidence={
                 "campaign": f"x{oc[0]}",
@@ -2373,6 +2395,7 @@ class AdversarialDetector:
         kc.walk_links += d.walk_links
         kc.level = max(kc.level, d.level)
         kc.confirmed += d.confirmed
+        kc.last_ts = max(kc.last_ts, d.last_ts)
         for name in d.members:
             sl = self._index.get(name)
             if sl is not None and self._campaign[sl] == drop:
@@ -2555,7 +2578,7 @@ class AdversarialDetector:
             cid = self._next_camp
             self._next_camp += 1
             ring = np.full((_CAMP_RING, z.shape[1]), np.nan, dtype=np.float32)
-            self._camps[cid] = _Campaign(0, 0, 0, -1, [], ring, 0, -1, 0, 0, 0)
+            self._camps[cid] = _Campaign(0, 0, 0, -1, [], ring, 0, -1, 0, 0, 0, _NO_SEQ)
             return cid
         if ca >= 0 and cb >= 0 and ca != cb:
             return self._merge(ca, cb)
@@ -2691,6 +2714,7 @@ class AdversarialDetector:
         n_seen: I64,
         seqs: I64,
         ts: I64,
+        clock: I64,
         event_ids: npt.NDArray[Any],
         layout: _Layout,
         base: int,
@@ -2698,6 +2722,7 @@ class AdversarialDetector:
         out: list[AlertDecision] = []
         hi, h_slot, h_uid, h_pred = hits
         if len(hi) == 0 and len(probes[0]) == 0:
+            self._quiet(len(seqs), clock, seqs, ts, event_ids, base, out)
             return out
         # Per-client state is read as it was at the hit's row, not after the batch (``_process`` already ran):
         # the alerts must not depend on where the batch boundaries fall. ``key`` orders events by (slot, row).
@@ -2737,6 +2762,7 @@ class AdversarialDetector:
         ps_, po_, pseq_, pqs_, pqo_ = p_s.tolist(), p_o.tolist(), p_seq.tolist(), p_qs.tolist(), p_qo.tolist()
         pwk_, p2_ = p_wk.tolist(), p_2nd.tolist()
         for i, kind, j in steps:
+            self._quiet(i, clock, seqs, ts, event_ids, base, out)
             rec: int | None
             if kind == 1:
                 if pwk_[j] and not (pqs_[j] or pqo_[j]) and self._unlinked(ps_[j]) and self._unlinked(po_[j]):
@@ -2747,10 +2773,74 @@ class AdversarialDetector:
             else:
                 rec = self._boundary_hit(i, hs_[j], ho_[j], hp_[j], cn_[j], z, pred, n_seen, key, layout)
             if rec is not None:
+                self._camps[rec].last_ts = int(clock[i])
                 report = self._report(rec, i, seqs, ts, event_ids, base)
                 if report is not None:
                     out.append(report)
+        self._quiet(len(seqs), clock, seqs, ts, event_ids, base, out)
         return out
+
+    def _quiet(
+        self,
+        until: int,
+        clock: I64,
+        seqs: I64,
+        ts: I64,
+        event_ids: npt.NDArray[Any],
+        base: int,
+        out: list[AlertDecision],
+    ) -> None:
+        """Forget the campaigns without a hit for ``campaign_quiet_s`` of stream time by row ``until`` (not
+        included), least recently active first (the order of ``_camps``); a reported one gets its ``resolved``
+        record at the first event past that time. A later hit of its accounts starts another campaign."""
+        quiet = round(self.campaign_quiet_s * 1000)
+        while self._camps:
+            cid = next(iter(self._camps))
+            c = self._camps[cid]
+            r = int(np.searchsorted(clock, c.last_ts + quiet, side="right"))
+            if r >= until:
+                return
+            del self._camps[cid]
+            for name in c.members:
+                at = self._index.get(name)
+                if at is not None and self._campaign[at] == cid:
+                    self._campaign[at] = -1
+            if c.reported:
+                n_mem = len(c.members)
+                out.append(
+                    AlertDecision(
+                        kind="evasion_probing",
+                        status="resolved",
+                        severity="info",
+                        columns=(),
+                        statistic="campaign_clients",
+                        value=float(n_mem),
+                        threshold=float(self.campaign_clients),
+                        p_value=None,
+                        event_index=int(seqs[r]) - base,
+                        pane=int(seqs[r]),
+                        incident=int(c.incident),
+                        window_start_ts=int(ts[r]),
+                        window_end_ts=int(ts[r]),
+                        window_events=int(c.links),
+                        window_start_seq=int(c.incident),
+                        message=(
+                            f"campaign c{cid} ended: no hit for {self.campaign_quiet_s:g} s ({n_mem} clients, "
+                            f"{c.links} hits)"
+                        ),
+                        evidence={
+                            "campaign": f"c{cid}",
+                            "clients": self._names(c.members),
+                            "n_clients": n_mem,
+                            "boundary_hits": int(c.boundary_hits),
+                            "probe_hits": int(c.probe_hits),
+                            "walk_steps": int(c.walk_links),
+                            "event_id": str(event_ids[r]),
+                            "event_seq": int(seqs[r]),
+                        },
+                        client_id=None,
+                    )
+                )
 
     def _unlinked(self, slot: int) -> bool:
         """Whether a client is in no campaign and linked to none."""

@@ -969,7 +969,10 @@ def test_split_coordinate_search_is_one_campaign(artifact: AdversarialArtifact, 
     assert origin not in set(state["campaign.members"].tolist())
     row = state["client.id"].tolist().index(origin)
     assert state["client.probe"][row] >= 1  # it did take part in probe hits
-    assert state["campaign.stats"].shape == (1, 9)
+    # the benign traffic goes on for minutes after the search: the campaign is resolved and forgotten
+    assert camp[-1].status == "resolved" and camp[-1].severity == "info"
+    assert camp[-1].window_end_ts >= 300_000 + max(a.window_end_ts for a in camp[:-1])
+    assert len(state["campaign.id"]) == 0
 
 
 def test_split_coordinate_campaign_does_not_depend_on_batch_boundaries(artifact: AdversarialArtifact) -> None:
@@ -991,6 +994,7 @@ def test_split_coordinate_campaign_does_not_depend_on_batch_boundaries(artifact:
     whole = feed_camp(d, [n])
     ref = d.snapshot()
     assert sum(1 for a in whole if a[3] is None and a[1] == "open") == 2
+    assert sum(1 for a in whole if a[3] is None and a[1] == "resolved") == 2  # (minutes of benign traffic after)
     runs = [list(range(1, n + 1))]
     for _ in range(2):
         runs.append(random_bounds(rng, n, 300))
@@ -1100,7 +1104,11 @@ def test_split_uniform_extraction_is_one_campaign(artifact: AdversarialArtifact)
     out = d.update(b, seq=0, ood=ood)
     camp = [a for a in out if a.client_id is None and a.kind == "model_extraction"]
     assert camp and camp[0].status == "open" and {a.evidence["campaign"] for a in camp} == {"x0"}
-    assert all(a.status == "update" for a in camp[1:])
+    assert all(a.status == "update" for a in camp[1:-1])
+    # ended: resolved at the event ood_window events after its last query that counted
+    assert camp[-1].status == "resolved" and camp[-1].severity == "info"
+    last = max(i for i in range(len(b)) if ood[i] and b.client_id[i] in accounts)
+    assert camp[-1].event_index - last <= d.ood_window + 1
     listed = set().union(*(a.evidence["clients"] for a in camp))
     assert listed <= accounts and len(listed) >= 30
     assert camp[0].p_value is not None and camp[0].p_value < d.alpha
@@ -1125,7 +1133,9 @@ def test_split_extraction_updates_come_at_most_once_per_interval(artifact: Adver
     seen: dict[float, list[AlertDecision]] = {}
     for every in (0.0, 10.0):
         out = det(artifact, campaign_interval_s=every).update(b, seq=0, ood=ood)
-        camp = seen[every] = [a for a in out if a.client_id is None and a.kind == "model_extraction"]
+        camp = [a for a in out if a.client_id is None and a.kind == "model_extraction"]
+        assert camp[-1].status == "resolved" and camp[-1].evidence["new_clients"] == []
+        camp = seen[every] = camp[:-1]
         new = [a.evidence["new_clients"] for a in camp]
         assert sum(map(len, new)) == camp[-1].evidence["n_clients"] == len(set().union(*new)) == len(accounts)
         if every:
