@@ -2792,7 +2792,8 @@ class AdversarialDetector:
     ) -> None:
         """Forget the campaigns without a hit for ``campaign_quiet_s`` of stream time by row ``until`` (not
         included), least recently active first (the order of ``_camps``); a reported one gets its ``resolved``
-        record at the first event past that time. A later hit of its accounts starts another campaign."""
+        record at the first event past that time, listing the clients its records named. A later hit of its
+        accounts starts another campaign."""
         quiet = round(self.campaign_quiet_s * 1000)
         while self._camps:
             cid = next(iter(self._camps))
@@ -2830,7 +2831,7 @@ class AdversarialDetector:
                         ),
                         evidence={
                             "campaign": f"c{cid}",
-                            "clients": self._names(c.members),
+                            "clients": self._names(c.members[: c.reported]),  # (those its records named)
                             "n_clients": n_mem,
                             "boundary_hits": int(c.boundary_hits),
                             "probe_hits": int(c.probe_hits),
