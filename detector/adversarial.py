@@ -2365,7 +2365,7 @@ class AdversarialDetector:
                 f"extraction campaign x{oc[0]}: {count} of the last {self.ood_window} queries are out of distribution "
                 f"from {n_mem} clients that send nothing else (reference rate {self.artifact.p_ood:.1e}, p={p:.1e}); "
                 f"{new} joined since the last record"
-                + (f"; ended: none in the {self.ood_window} events since its last" if resolved else "")
+                + (f"; ended: none stood out in the {self.ood_window} events since its last" if resolved else "")
             ),
             evidence={
                 "campaign": f"x{oc[0]}",
@@ -2605,8 +2605,9 @@ class AdversarialDetector:
         return step > 0 and spread >= _MOVING * step
 
     def _on_line(self, c: _Campaign) -> bool:
-        """Whether the campaign's last three hits continue one line: a binary or line search (HopSkipJump,
-        Sign-OPT) split over accounts. Noisy copies of one input step in independent directions."""
+        """Whether the campaign's last four hits lie on one line (consecutive steps with ``|cos| >= cos_line``): a
+        binary or line search (HopSkipJump, Sign-OPT) split over accounts. Noisy copies of one input step in
+        independent directions."""
         if c.links < 4:
             return False
         pts = c.ring[(c.links - 4 + np.arange(4)) % _CAMP_RING].astype(np.float64)
