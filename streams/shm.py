@@ -58,9 +58,9 @@ class Packed:
     oversize: int = 0  #: when inline because the arrays did not fit the slot: their bytes
 
 
-def pack_inline(obj: Any) -> Packed:
-    """``obj`` as an ordinary pickle, arrays included."""
-    return Packed(pickle.dumps(obj, protocol=5))
+def pack_inline(obj: Any, oversize: int = 0) -> Packed:
+    """``obj`` as an ordinary pickle, arrays included (``oversize``: see :attr:`Packed.oversize`)."""
+    return Packed(pickle.dumps(obj, protocol=5), oversize=oversize)
 
 
 class ChunkSlots:
@@ -137,7 +137,7 @@ class ChunkSlots:
         raws = [b.raw() for b in buffers]
         total = sum(r.nbytes for r in raws)
         if total > self.slot_bytes:
-            return Packed(pickle.dumps(obj, protocol=5), oversize=total)
+            return pack_inline(obj, oversize=total)
         at = slot * self.slot_bytes
         for r in raws:
             self._mem[at : at + r.nbytes] = np.frombuffer(r, dtype=np.uint8)
