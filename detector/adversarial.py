@@ -2570,11 +2570,7 @@ class AdversarialDetector:
                     ca = cids[int(owner[j])]
         if ca < 0 and cb < 0:
             if len(self._camps) >= self.max_campaigns:  # forget the least recently active campaign
-                oldest = next(iter(self._camps))
-                for name in self._camps.pop(oldest).members:
-                    at = self._index.get(name)
-                    if at is not None and self._campaign[at] == oldest:
-                        self._campaign[at] = -1
+                self._forget(next(iter(self._camps)))
             cid = self._next_camp
             self._next_camp += 1
             ring = np.full((_CAMP_RING, z.shape[1]), np.nan, dtype=np.float32)
@@ -2584,6 +2580,15 @@ class AdversarialDetector:
             return self._merge(ca, cb)
         return ca if ca >= 0 else cb
 
+    def _forget(self, cid: int) -> _Campaign:
+        """Drop campaign ``cid``: its members belong to none any more. Returns its state."""
+        c = self._camps.pop(cid)
+        for name in c.members:
+            at = self._index.get(name)
+            if at is not None and self._campaign[at] == cid:
+                self._campaign[at] = -1
+        return c
+
     def _enlist(self, cid: int, slot: int) -> None:
         """Make client ``slot`` a member of campaign ``cid`` (listed while the campaign has room)."""
         c = self._camps[cid]
@@ -2592,6 +2597,11 @@ class AdversarialDetector:
         if name not in c.members and len(c.members) < self.campaign_members:
             c.members.append(name)
 
+    @staticmethod
+    def _last_hits(c: _Campaign, k: int) -> F64:
+        """The embeddings of the campaign's last ``k`` hits (``k <= min(links, _CAMP_RING)``), oldest first."""
+        return c.ring[(c.links - k + np.arange(k)) % _CAMP_RING].astype(np.float64)
+
     def _moving(self, c: _Campaign) -> bool:
         """Whether the campaign's last hits make steady progress: their mean distance to their centroid is at least
         ``_MOVING`` times the median distance between consecutive ones. Copies of one input with noise stay near
@@ -2599,7 +2609,7 @@ class AdversarialDetector:
         k = min(c.links, _CAMP_RING, 16)
         if k < 6:
             return False
-        pts = c.ring[(c.links - k + np.arange(k)) % _CAMP_RING].astype(np.float64)
+        pts = self._last_hits(c, k)
         step = float(np.median(np.sqrt(((pts[1:] - pts[:-1]) ** 2).sum(axis=1))))
         spread = float(np.sqrt(((pts - pts.mean(axis=0)) ** 2).sum(axis=1)).mean())
         return step > 0 and spread >= _MOVING * step
@@ -2610,8 +2620,7 @@ class AdversarialDetector:
         independent directions."""
         if c.links < 4:
             return False
-        pts = c.ring[(c.links - 4 + np.arange(4)) % _CAMP_RING].astype(np.float64)
-        d = pts[1:] - pts[:-1]
+        d = np.diff(self._last_hits(c, 4), axis=0)
         nrm = np.sqrt((d**2).sum(axis=1))
         if not (nrm > 0).all():
             return False
@@ -2652,7 +2661,6 @@ class AdversarialDetector:
             c.incident = int(seqs[i])
         c.reported = n_mem
         c.level = level
-        clients = self._names(c.members)
         walks = (
             f", {c.walk_links} walk steps: a new out-of-distribution query near another client's"
             f"{' (moving steadily)' if moving else ''}{' (the last ones along one line)' if line else ''}; "
@@ -2673,13 +2681,45 @@ class AdversarialDetector:
                 "steady progress or line yet: new accounts resending a popular out-of-distribution input with noise "
                 "look the same)"
             )
+        return self._record(
+            cid,
+            c,
+            i,
+            status,
+            _SEV[level],
+            message,
+            c.members,
+            {"moving": moving, "line": line},
+            seqs,
+            ts,
+            event_ids,
+            base,
+        )
+
+    def _record(
+        self,
+        cid: int,
+        c: _Campaign,
+        i: int,
+        status: Status,
+        severity: Severity,
+        message: str,
+        clients: list[str],
+        extra: dict[str, Any],
+        seqs: I64,
+        ts: I64,
+        event_ids: npt.NDArray[Any],
+        base: int,
+    ) -> AlertDecision:
+        """Campaign ``cid``'s ``evasion_probing`` record at row ``i``, listing ``clients`` (evidence: its counts,
+        then ``extra``)."""
         return AlertDecision(
             kind="evasion_probing",
             status=status,
-            severity=_SEV[level],
+            severity=severity,
             columns=(),
             statistic="campaign_clients",
-            value=float(n_mem),
+            value=float(len(c.members)),
             threshold=float(self.campaign_clients),
             p_value=None,
             event_index=int(seqs[i]) - base,
@@ -2692,13 +2732,12 @@ class AdversarialDetector:
             message=message,
             evidence={
                 "campaign": f"c{cid}",
-                "clients": clients,
-                "n_clients": n_mem,
+                "clients": self._names(clients),
+                "n_clients": len(c.members),
                 "boundary_hits": int(c.boundary_hits),
                 "probe_hits": int(c.probe_hits),
                 "walk_steps": int(c.walk_links),
-                "moving": moving,
-                "line": line,
+                **extra,
                 "event_id": str(event_ids[i]),
                 "event_seq": int(seqs[i]),
             },
@@ -2802,45 +2841,15 @@ class AdversarialDetector:
             r = int(np.searchsorted(clock, c.last_ts + quiet, side="right"))
             if r >= until:
                 return
-            del self._camps[cid]
-            for name in c.members:
-                at = self._index.get(name)
-                if at is not None and self._campaign[at] == cid:
-                    self._campaign[at] = -1
+            self._forget(cid)
             if c.reported:
-                n_mem = len(c.members)
+                message = (
+                    f"campaign c{cid} ended: no hit for {self.campaign_quiet_s:g} s ({len(c.members)} clients, "
+                    f"{c.links} hits)"
+                )
                 out.append(
-                    AlertDecision(
-                        kind="evasion_probing",
-                        status="resolved",
-                        severity="info",
-                        columns=(),
-                        statistic="campaign_clients",
-                        value=float(n_mem),
-                        threshold=float(self.campaign_clients),
-                        p_value=None,
-                        event_index=int(seqs[r]) - base,
-                        pane=int(seqs[r]),
-                        incident=int(c.incident),
-                        window_start_ts=int(ts[r]),
-                        window_end_ts=int(ts[r]),
-                        window_events=int(c.links),
-                        window_start_seq=int(c.incident),
-                        message=(
-                            f"campaign c{cid} ended: no hit for {self.campaign_quiet_s:g} s ({n_mem} clients, "
-                            f"{c.links} hits)"
-                        ),
-                        evidence={
-                            "campaign": f"c{cid}",
-                            "clients": self._names(c.members[: c.reported]),  # (those its records named)
-                            "n_clients": n_mem,
-                            "boundary_hits": int(c.boundary_hits),
-                            "probe_hits": int(c.probe_hits),
-                            "walk_steps": int(c.walk_links),
-                            "event_id": str(event_ids[r]),
-                            "event_seq": int(seqs[r]),
-                        },
-                        client_id=None,
+                    self._record(
+                        cid, c, r, "resolved", "info", message, c.members[: c.reported], {}, seqs, ts, event_ids, base
                     )
                 )
 
