@@ -841,7 +841,9 @@ def report(
     L.append(
         f"Calibrated thresholds (from reference traffic only): tau_near {art.tau_near:.3f}, tau_knn "
         f"{art.tau_knn:.3f}, tau_close {art.tau_close:.3f} (benign rate {art.p_close:.3f}), |cos| line "
-        f"{art.cos_line:.3f}, margin_low {art.margin_low:.3f}, rate ceiling {art.rate_max:.2f}/s.\n"
+        f"{art.cos_line:.3f}, margin_low {art.margin_low:.3f}, rate ceiling {art.rate_max:.2f}/s; structured steps: "
+        f"a share >= {art.struct_share:.2f} moved by one amount or 1 to {art.struct_coords} coordinates changed, "
+        f"probe hits: 1 to {art.probe_blocks} blocks changed (capped by the detector's probe_blocks).\n"
     )
     L.append("Streams per variant (events): " + ", ".join(f"{k} {v:,}" for k, v in sizes.items()) + ".\n")
     L.append("\n## Attacks\n")

@@ -17,11 +17,12 @@ classes and sequence numbers, and a few counters. From it, per event:
   progress) add nothing and drain it. Coordinate-wise searches (ZOO, SimBA, Square) show none of this
   (ZOO's steps of 1e-4 are below float16), but their queries are *structured steps* from one of the
   client's last two raw queries: a few coordinates changed (seen exactly through a fingerprint of the
-  float64 values), or most changed coordinates moved by one amount, and exact repeats of a query right
-  after such steps (Square re-queries its best). Exact re-sends of the input a step starts from count too, once
-  the step shows they were a search querying its current best (Square sends its start point three times), and a
-  step that changes its base's predicted class counts twice. A second CUSUM counts them; either one opens the
-  alert.
+  float64 values), or most changed coordinates moved by one amount (both limits calibrated on the reference: on
+  discrete features, benign steps change few values, all by one amount, and the tests tighten or switch off), and
+  exact repeats of a query right after such steps (Square re-queries its best). Exact re-sends of the input a
+  step starts from count too, once the step shows they were a search querying its current best (Square sends its
+  start point three times), and a step that changes its base's predicted class counts twice. A second CUSUM
+  counts them; either one opens the alert.
 * **model extraction**: the rate of out-of-distribution queries (``ood`` flags given by the
   caller) and of queries closer to an earlier query than benign clients come but not duplicates
   (synthetic queries around seeds, PRADA's observation) are tested against their reference rates
@@ -219,6 +220,14 @@ class AdversarialArtifact:
     k: int
     history: int
     n_reference: int
+    #: a step with at least this share of its changed coordinates moved by one amount is structured: a share above
+    #: that of all but ``quantile`` of benign steps (above 1: never, as on binary features, whose steps all are)
+    struct_share: float
+    #: a step changing 1 to this many coordinates is structured: fewer than benign steps change (0: none)
+    struct_coords: int
+    #: a query differing from another client's in 1 to this many fingerprint blocks can be a probe hit: fewer than
+    #: reference rows differ from their nearest other one (0: none, as on a few rare flags)
+    probe_blocks: int
     #: mean squared norm of the reference rows' projections (their spread; NaN: no population gate)
     spread: float = float("nan")
 
@@ -231,7 +240,8 @@ class AdversarialArtifact:
         }
         meta: dict[str, Any] = {"format": FORMAT}
         meta.update({name: float(getattr(self, name)) for name in (*_FLOAT_FIELDS, "spread")})
-        meta.update({name: int(getattr(self, name)) for name in _INT_FIELDS})
+        meta.update({name: int(getattr(self, name)) for name in (*_INT_FIELDS, "struct_coords", "probe_blocks")})
+        meta["struct_share"] = float(self.struct_share)
         return arrays, meta
 
     @classmethod
@@ -240,13 +250,18 @@ class AdversarialArtifact:
         if meta.get("format") != FORMAT:
             raise SnapshotError(f"adversarial artifact format {meta.get('format')!r} is not supported")
         try:
+            center = np.asarray(arrays["center"], dtype=np.float64)
             return cls(
-                center=np.asarray(arrays["center"], dtype=np.float64),
+                center=center,
                 scale=np.asarray(arrays["scale"], dtype=np.float64),
                 projection=np.asarray(arrays["projection"], dtype=np.float64),
                 **{n: float(meta[n]) for n in _FLOAT_FIELDS},  # type: ignore[arg-type]
                 **{n: int(meta[n]) for n in _INT_FIELDS},
-                spread=float(meta.get("spread", float("nan"))),  # absent from baselines built before it existed
+                # absent from baselines built before they existed
+                struct_share=float(meta.get("struct_share", _STRUCT_SHARE)),
+                struct_coords=int(meta.get("struct_coords", max(2, len(center) // 8))),
+                probe_blocks=int(meta.get("probe_blocks", _FP_BLOCKS)),
+                spread=float(meta.get("spread", float("nan"))),
             )
         except KeyError as e:
             raise SnapshotError(f"adversarial artifact lacks {e}") from e
@@ -321,11 +336,15 @@ class AdversarialArtifact:
             k,
             history,
             len(x),
+            struct_share=_STRUCT_SHARE,
+            struct_coords=0,
+            probe_blocks=0,
         )
         z = art.embed(x).astype(np.float64)
         pred = np.argmax(np.nan_to_num(p, nan=-1.0), axis=1)
         d1s, knns, coss, d1_cls = [], [], [], None
-        for order in (rng.permutation(len(z)), np.lexsort((rng.random(len(z)), pred))):
+        orders = (rng.permutation(len(z)), np.lexsort((rng.random(len(z)), pred)))
+        for order in orders:
             d1, knn, cs = _stream_stats(z[order], history, k)
             d1s.append(d1)
             knns.append(knn)
@@ -354,6 +373,7 @@ class AdversarialArtifact:
                 rate_max = rate_factor * float(np.quantile(peaks, 1 - quantile))
         cell = _cell_width(z, 2.0 * tau_near, rng)
         spread = float(np.mean((z**2).sum(axis=1)))
+        struct_share, struct_coords, probe_blocks = _step_limits(x, orders, rng, quantile)
         return cls(
             center,
             scale,
@@ -372,6 +392,9 @@ class AdversarialArtifact:
             k,
             history,
             len(x),
+            struct_share,
+            struct_coords,
+            probe_blocks,
             spread,
         )
 
@@ -415,6 +438,82 @@ def _stream_stats(z: F64, history: int, k: int) -> tuple[F64, F64, F64]:
     with np.errstate(invalid="ignore", divide="ignore"):
         cs = np.abs((step[1:] * step[:-1]).sum(1) / (nrm[1:] * nrm[:-1]))
     return d1, knn, cs
+
+
+def _step_limits(x: F64, orders: Iterable[I64], rng: np.random.Generator, quantile: float) -> tuple[float, int, int]:
+    """Limits of the structured-step and probe tests that benign traffic stays within: ``(share, coords, blocks)``.
+
+    Each row of the simulated client streams (``orders`` of the reference rows) is compared with the ``_RAW`` rows
+    before it that differ from it, as the detector compares a query with its client's last queries. ``coords`` is
+    below the number of float16 values (scaled to F, as in the detector's test) that all but ``quantile`` of these
+    steps change, at most ``max(2, F // 8)``; ``share`` is above the share of changed values moved by one amount in
+    all but ``quantile`` of the others, at least ``_STRUCT_SHARE``. ``blocks`` is below the number of fingerprint
+    blocks in which any of (at most 1,000) reference rows differs from its nearest other reference row that is not a
+    copy, at most 32. On continuous features all three are the fixed limits; on discrete ones
+    (binary flags, small counts) benign steps change few values, all by one amount, and rows often differ from
+    another in a column or two."""
+    n, f = x.shape
+    cols = np.arange(f) if f <= _RAW_COLS else np.sort(rng.choice(f, _RAW_COLS, replace=False))
+    v16 = x[:, cols].astype(np.float16).view(np.uint16)
+    # an id per distinct content of each block (columns i % 32, exact bits as in the fingerprint): two rows differ in
+    # a block exactly when its ids differ
+    bits = np.ascontiguousarray(x).view(np.uint64)
+    ids = np.zeros((n, _FP_BLOCKS), dtype=np.int32)
+    for j in range(min(f, _FP_BLOCKS)):
+        ids[:, j] = np.unique(bits[:, j::_FP_BLOCKS], axis=0, return_inverse=True)[1].reshape(-1)
+    pairs = []
+    for order in orders:
+        for r in range(1, _RAW + 1):
+            a, b = order[r:], order[:-r]
+            moved = (ids[a] != ids[b]).any(axis=1)
+            pairs.append((a[moved], b[moved]))
+    a = np.concatenate([p[0] for p in pairs])
+    b = np.concatenate([p[1] for p in pairs])
+    nnz = (v16[a] != v16[b]).sum(axis=1) * (f / len(cols))
+    coords = max(2, f // 8)
+    if len(nnz):
+        coords = max(0, min(coords, math.ceil(float(np.quantile(nnz, quantile, method="lower"))) - 1))
+    dense = nnz > coords
+    share = _STRUCT_SHARE
+    if dense.any():
+        q = float(np.quantile(_step_share(v16[a[dense]], v16[b[dense]]), 1 - quantile, method="higher"))
+        share = max(share, float(np.nextafter(q, np.inf)))
+    sample = rng.choice(n, 1000, replace=False) if n > 1000 else np.arange(n)
+    nearest = np.empty(len(sample), dtype=np.int64)
+    step = max(1, min(64, (1 << 22) // (n * _FP_BLOCKS)))
+    for s in range(0, len(sample), step):
+        ch = (ids[sample[s : s + step], None, :] != ids[None, :, :]).sum(axis=2)
+        ch[ch == 0] = _FP_BLOCKS + 1  # the row itself and its copies (a copy is no probe hit)
+        nearest[s : s + step] = ch.min(axis=1)
+    # the probe log holds far more queries than the reference (2**18 by default): a benign pair seen here at all is
+    # frequent there, so the limit is below every nearest pair, not a quantile
+    return share, coords, max(0, min(_FP_BLOCKS, int(nearest.min()) - 1))
+
+
+def _step_share(ua: npt.NDArray[np.uint16], ub: npt.NDArray[np.uint16]) -> F64:
+    """Per pair of rows of float16 bit patterns (both overwritten): the share of the values that differ which moved
+    by the median |delta| (within ``_STRUCT_REL`` of it plus float16 rounding); 0 where fewer than two differ or the
+    rounding is a sizeable share of the median (a step cannot be told from noise)."""
+    n, fs = ua.shape
+    a, b = _widen16(ua), _widen16(ub)
+    # float16 rounding of the row's values, twice over (a coordinate's |delta| and the median's): from the largest
+    # magnitude (the bit patterns without the sign order like the magnitudes; NaN: no test)
+    ua &= np.uint16(0x7FFF)
+    ub &= np.uint16(0x7FFF)
+    top = _widen16(np.maximum(ua.max(axis=1), ub.max(axis=1)))
+    with np.errstate(invalid="ignore"):  # inf - inf (float16 overflow) counts as no change
+        d = np.subtract(a, b, out=a)
+        np.abs(d, out=d)
+        moved = d > 0
+        np.fmax(d, 0.0, out=d)  # NaN (no change) to 0; d >= 0 otherwise
+        k = moved.view(np.uint8).sum(axis=1, dtype=np.uint8).astype(np.int64)  # (a sign of zero or NaN: none)
+        med = np.sort(d, axis=1)[np.arange(n), fs - k + (k - 1) // 2]  # zeros sort first
+        rnd = top * np.float32(2.0**-9)
+        tol = _STRUCT_REL * med + rnd  # below med (rnd <= med / 4): unchanged coordinates never agree
+        agree = np.abs(np.subtract(d, med[:, None], out=b), out=b) <= tol[:, None]
+        n_agree = agree.view(np.uint8).sum(axis=1, dtype=np.uint8)
+    ok = (k >= 2) & (rnd <= 0.25 * med)
+    return np.where(ok, n_agree / np.maximum(k, 1), 0.0)
 
 
 def _peak_rates(client: npt.NDArray[np.object_], ts: I64, tau_s: float) -> F64:
@@ -529,8 +628,8 @@ def _lag_dist(
     np.sqrt(out, out=out)
 
 
-def _widen16(a: npt.NDArray[np.float16]) -> npt.NDArray[np.float32]:
-    """``a.astype(np.float32)``, by table lookup (see ``_F16_TO_F32``)."""
+def _widen16(a: npt.NDArray[np.float16] | npt.NDArray[np.uint16]) -> npt.NDArray[np.float32]:
+    """``a.astype(np.float32)`` of float16 values or their bit patterns, by table lookup (see ``_F16_TO_F32``)."""
     out: npt.NDArray[np.float32] = np.take(_F16_TO_F32, np.ascontiguousarray(a).view(np.uint16))
     return out
 
@@ -774,13 +873,14 @@ class AdversarialDetector:
     probe_bits, probe_log_bits, probe_blocks, probe_window_s, probe_share
         Probe table: ``2**probe_bits`` slots per band (8 bands) pointing into a log of the last
         ``2**probe_log_bits`` queries. A query whose fingerprint differs from another
-        client's query of the last ``probe_window_s`` seconds in 1 to ``probe_blocks`` of its 32 blocks is a probe
-        hit; it links the two clients into a campaign while each one's probe hits (as either side) are at least
-        ``probe_share`` of its queries, and a client is listed once they are also at least two (see
-        :meth:`_probe_edges`). A *walk step* (a new input, no copy of a logged one, flagged ood) that the global
-        index matches with another client's walk step counts as a probe hit too: the steps of a search that moves
-        every coordinate a little (Boundary, HopSkipJump, Sign-OPT) leave the distribution, one account after
-        another.
+        client's query of the last ``probe_window_s`` seconds in 1 to ``probe_blocks`` of its 32 blocks (fewer
+        where the artifact's :attr:`~AdversarialArtifact.probe_blocks` is lower: benign reference rows come that
+        close to each other, as on discrete features) is a probe hit; it links the two clients into a campaign
+        while each one's probe hits (as either side) are at least ``probe_share`` of its queries, and a client is
+        listed once they are also at least two (see :meth:`_probe_edges`). A *walk step* (a new input, no copy of
+        a logged one, flagged ood) that the global index matches with another client's walk step counts as a probe
+        hit too: the steps of a search that moves every coordinate a little (Boundary, HopSkipJump, Sign-OPT) leave
+        the distribution, one account after another.
     ood_window
         Extraction split over accounts: the queries of accounts all of whose queries so far are ood, among the
         last ``ood_window`` events, are tested against ``Binomial(ood_window, p_ood)`` (the artifact's reference
@@ -902,6 +1002,7 @@ class AdversarialDetector:
         self.probe_bits = probe_bits
         self.probe_log_bits = probe_log_bits
         self.probe_blocks = probe_blocks
+        self._probe_limit = min(probe_blocks, artifact.probe_blocks)
         self.probe_window_s = probe_window_s
         self.probe_share = probe_share
         self.max_campaigns = max_campaigns
@@ -1462,7 +1563,7 @@ class AdversarialDetector:
         changed = np.bitwise_count(x).sum(axis=1, dtype=np.int64)
         win = int(self.probe_window_s * 1000)
         other = (ent[:, 2] > 0) & (ent[:, 2] != own[:, 2]) & (own[:, 4] - ent[:, 4] <= win)
-        near = other & (changed >= 1) & (changed <= self.probe_blocks)
+        near = other & (changed >= 1) & (changed <= self._probe_limit)
         hit, k = self._latest(cand, near, ent[:, 3], n)
         # exact copies of another client's query: the most recent one, for the events that are no near hit
         copy, kc = self._latest(cand, other & (changed == 0), ent[:, 3], n)
@@ -2001,7 +2102,7 @@ class AdversarialDetector:
         n, fs = raw16.shape
         nb = fp.shape[1]
         f = self.artifact.n_features
-        limit = max(2, f // 8)
+        limit = self.artifact.struct_coords
         n_g = len(gslot)
         sc = self._scratch
         fr = np.minimum(cnt_g, _RAW)  # ring entries of each client
@@ -2059,27 +2160,8 @@ class AdversarialDetector:
             best_r[e[cand]] = r
         t = np.flatnonzero((best_r > 0) & ~struct)
         if len(t):
-            ua = _take_rows(r16, t)
-            ub = _take_rows(vals, rp[t] - best_r[t])
-            a, b = _widen16(ua), _widen16(ub)
-            # float16 rounding of the row's values, twice over (a coordinate's |delta| and the median's): from the
-            # largest magnitude (the bit patterns without the sign order like the magnitudes; NaN: no test)
-            ua &= np.uint16(0x7FFF)
-            ub &= np.uint16(0x7FFF)
-            top = _widen16(np.maximum(ua.max(axis=1), ub.max(axis=1)))
-            with np.errstate(invalid="ignore"):  # inf - inf (float16 overflow) counts as no change
-                d = np.subtract(a, b, out=a)
-                np.abs(d, out=d)
-                moved = d > 0
-                np.fmax(d, 0.0, out=d)  # NaN (no change) to 0; d >= 0 otherwise
-                k = moved.view(np.uint8).sum(axis=1, dtype=np.uint8).astype(np.int64)  # (a sign of zero or NaN: none)
-                med = np.sort(d, axis=1)[np.arange(len(t)), fs - k + (k - 1) // 2]  # zeros sort first
-                rnd = top * np.float32(2.0**-9)
-                tol = _STRUCT_REL * med + rnd  # below med (rnd <= med / 4): unchanged coordinates never agree
-                agree = np.abs(np.subtract(d, med[:, None], out=b), out=b) <= tol[:, None]
-                n_agree = agree.view(np.uint8).sum(axis=1, dtype=np.uint8)
-            # a row whose rounding is a sizeable share of the median cannot tell a step from noise
-            ok = (k >= 2) & (n_agree >= _STRUCT_SHARE * k) & (rnd <= 0.25 * med)
+            share = _step_share(_take_rows(r16, t), _take_rows(vals, rp[t] - best_r[t]))
+            ok = share >= self.artifact.struct_share
             struct[t] = ok
             base_r[t[ok]] = best_r[t[ok]]
         # Exact re-sends, back to back: an event repeating the query ``dup_r`` back was sent once more than it. A
