@@ -454,7 +454,8 @@ def _step_limits(x: F64, orders: Iterable[I64], rng: np.random.Generator, quanti
     another in a column or two."""
     n, f = x.shape
     cols = np.arange(f) if f <= _RAW_COLS else np.sort(rng.choice(f, _RAW_COLS, replace=False))
-    v16 = x[:, cols].astype(np.float16).view(np.uint16)
+    with np.errstate(over="ignore"):  # as the detector's raw values (see QueryFeaturizer)
+        v16 = x[:, cols].astype(np.float16).view(np.uint16)
     # an id per distinct content of each block (columns i % 32, exact bits as in the fingerprint): two rows differ in
     # a block exactly when its ids differ
     bits = np.ascontiguousarray(x).view(np.uint64)

@@ -27,6 +27,8 @@ _U64 = np.uint64
 FP_BLOCKS = 32
 #: Probe table bands: consecutive blocks, each band a salted key into its own part of the table.
 PROBE_BANDS = 8
+_Z_MAX = 1e4  # standardized values beyond this many reference standard deviations are clipped to it
+_E_MAX = 3e4  # and embedding components to this: their differences stay within float16's range (65504)
 
 
 def embed(x: F64, center: F64, scale: F64, projection: F64, scratch: Scratch | None = None) -> npt.NDArray[np.float32]:
@@ -38,7 +40,11 @@ def embed(x: F64, center: F64, scale: F64, projection: F64, scratch: Scratch | N
         np.subtract(x, center, out=z)
     z /= scale
     np.copyto(z, 0.0, where=~np.isfinite(z))  # nan_to_num's three passes in one
-    return (z @ projection).astype(np.float32)
+    # an absurd value (1e300, passed on with an out_of_range count) stays far out, but finite in the float32 product
+    # and the float16 the adversarial detector keeps: an inf there would turn its global running sums into NaN
+    np.clip(z, -_Z_MAX, _Z_MAX, out=z)
+    out: npt.NDArray[np.float32] = (z @ projection).astype(np.float32)
+    return np.clip(out, -_E_MAX, _E_MAX, out=out)
 
 
 @dataclass(frozen=True)
@@ -104,7 +110,10 @@ class QueryFeaturizer:
     def __call__(self, batch: EventBatch) -> QueryFeatures:
         x = batch.numeric
         z = embed(x, self.center, self.scale, self.projection, self._scratch)
-        raw16 = (x if self.raw_cols is None else x[:, self.raw_cols]).astype(np.float16, order="C")
+        # values beyond float16's range (65504) become +-inf: the structured-step test sees no change in them, the
+        # fingerprint (exact bits) still does
+        with np.errstate(over="ignore"):
+            raw16 = (x if self.raw_cols is None else x[:, self.raw_cols]).astype(np.float16, order="C")
         fp, pos = self.fingerprint(x)
         proba = batch.proba
         if proba.shape[1] >= 2:

@@ -49,7 +49,7 @@ Learned = Literal["loda", "iforest", "none"]
 
 FORMAT = 1
 _CHUNK = 512  # rows scored at a time: temporaries stay in cache and below glibc's mmap threshold
-_BIG = 1e150  # finite stand-in for +-inf inputs (squares stay finite)
+_BIG = 1e150  # inputs beyond it (+-inf included) are clipped to it: their squares stay finite
 _LOG_SCALE = frozenset({"mahalanobis"})  # scorers calibrated on log(raw)
 
 
@@ -450,7 +450,7 @@ class AnomalyModel:
         missing = np.isnan(x)
         any_missing = bool(missing.any())
         xi = np.where(missing, self.median, x) if any_missing else x
-        if not np.isfinite(xi).all():
+        if not (np.abs(xi) <= _BIG).all():  # also finite absurd values (1e300), whose squares overflow
             xi = np.clip(xi, -_BIG, _BIG)
         if f:
             self.tail(xi, out=contrib[:, :f])

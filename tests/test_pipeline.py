@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -358,3 +359,25 @@ def test_prepared_chunks_fit_the_shared_memory_bound(baseline: Any) -> None:
     pickle.dumps(decoded, protocol=5, buffer_callback=buffers.append)
     size = sum(b.raw().nbytes for b in buffers)
     assert size <= len(lines) * bytes_per_event(pipe.decoder.schemas.values()), size / len(lines)
+
+
+def test_absurd_values_raise_no_warning_and_leave_the_detectors_state_finite(baseline: Any) -> None:
+    """Finite but absurd values (1e300, the largest double) reach the detectors with an ``out_of_range`` count. They
+    must not overflow into inf and NaN in state shared by all events: one such event once made the adversarial
+    detector's population sums NaN for good (snapshots included)."""
+    lines = []
+    for i, line in enumerate(SyntheticStream(n_clients=20).lines(3_000, seed=2)):
+        e = orjson.loads(line)
+        if i % 250 == 7:
+            e["features"]["f03"] = (1e300, -1e300, 1e9, 1.7e308)[(i // 250) % 4]
+        lines.append(orjson.dumps(e))
+    settings = Settings()
+    pipe = Pipeline({"credit-risk": baseline}, settings, config_digest=settings.detection_digest())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pipe.process(lines, Positions.file_lines("s.jsonl", 1, len(lines)))
+    state = pipe.snapshot()
+    population = next(v for k, v in state.items() if k.endswith("adversarial.meta.population"))
+    assert np.isfinite(population).all()
+    rings = next(v for k, v in state.items() if k.endswith("adversarial.client.ring"))
+    assert np.isfinite(rings.astype(np.float32)).all()
