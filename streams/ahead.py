@@ -17,6 +17,9 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+import numpy as np
+import numpy.typing as npt
+
 from streams import process
 from streams.decode import Decoder, DecodeResult
 from streams.shm import ChunkSlots, Packed, bytes_per_event, pack_inline, unpack
@@ -58,9 +61,9 @@ def _ready() -> bool:
     return _decoder is not None
 
 
-def _decode(values: Sequence[bytes | None], slot: int | None) -> Packed:
+def _decode(values: Sequence[bytes | None], record_ts: npt.NDArray[np.int64] | None, slot: int | None) -> Packed:
     assert _decoder is not None
-    decoded = prepare(_decoder.decode(values), _preparers)
+    decoded = prepare(_decoder.decode(values, record_ts), _preparers)
     return pack_inline(decoded) if _slots is None else _slots.pack(decoded, slot)
 
 
@@ -116,14 +119,16 @@ class DecodeAhead:
         # A child takes a second or two to start (imports): chunks are decoded here until it answers.
         self._started = self._pool.submit(_ready)
 
-    def submit(self, values: Sequence[bytes | None]) -> Future[Packed] | None:
-        """Start decoding ``values`` in a child; ``None`` (decode here) until one has started, or
-        once they are gone."""
+    def submit(
+        self, values: Sequence[bytes | None], record_ts: npt.NDArray[np.int64] | None = None
+    ) -> Future[Packed] | None:
+        """Start decoding ``values`` (with their messages' timestamps, see :meth:`Decoder.decode`) in a child;
+        ``None`` (decode here) until one has started, or once they are gone."""
         if self._pool is None or not self._started.done():
             return None
         slot = self._free.pop() if self._free else None
         try:
-            future = self._pool.submit(_decode, list(values), slot)
+            future = self._pool.submit(_decode, list(values), record_ts, slot)
         except RuntimeError as e:  # BrokenProcessPool, or shut down
             self._lost(e)
             return None
@@ -131,7 +136,12 @@ class DecodeAhead:
             self._slot_of[future] = slot
         return future
 
-    def result(self, future: Future[Packed] | None, values: Sequence[bytes | None]) -> DecodeResult:
+    def result(
+        self,
+        future: Future[Packed] | None,
+        values: Sequence[bytes | None],
+        record_ts: npt.NDArray[np.int64] | None = None,
+    ) -> DecodeResult:
         """The decoded ``values`` submitted as ``future``; decoded here if the child could not."""
         if future is not None:
             try:
@@ -143,7 +153,7 @@ class DecodeAhead:
                 slot = self._slot_of.pop(future, None)
                 if slot is not None:
                     self._free.append(slot)
-        return self.decoder.decode(values)
+        return self.decoder.decode(values, record_ts)
 
     def wait_started(self) -> None:
         """Block until a child decodes (or is gone): for tests."""

@@ -219,6 +219,9 @@ class Settings(_Frozen):
     checkpoint: CheckpointSettings = Field(default_factory=lambda: CheckpointSettings())
     logging: LoggingSettings = Field(default_factory=lambda: LoggingSettings())
     max_message_bytes: int = Field(1_048_576, ge=64)
+    max_future_ms: int | None = Field(
+        3_600_000, ge=0, description="events dated more than this after their Kafka message are dead letters"
+    )
 
     def detection_digest(self) -> str:
         """Digest of the settings that change what is detected; part of every alert id."""

@@ -50,7 +50,9 @@ class Positions:
     """Where each message of a chunk came from: a topic partition offset, or a file line.
 
     ``names`` are the topics or files of the chunk and ``source`` indexes them per message;
-    ``partition`` is 0 for files; ``offset`` is the Kafka offset, or the 1-based line of a file.
+    ``partition`` is 0 for files; ``offset`` is the Kafka offset, or the 1-based line of a file;
+    ``timestamp`` the Kafka message's timestamp (epoch ms, negative: none; None for files), which an
+    event's ``ts`` may not exceed by more than ``max_future_ms`` (see :class:`~streams.decode.Decoder`).
     """
 
     kind: str  # "kafka" or "file"
@@ -58,6 +60,7 @@ class Positions:
     source: npt.NDArray[np.int32]
     partition: npt.NDArray[np.int32]
     offset: npt.NDArray[np.int64]
+    timestamp: npt.NDArray[np.int64] | None = None
 
     @classmethod
     def file_lines(cls, path: str, first_line: int, n: int) -> Positions:
@@ -67,7 +70,8 @@ class Positions:
 
     def take(self, rows: npt.NDArray[Any]) -> Positions:
         """The positions of ``rows`` (indices or a boolean mask)."""
-        return Positions(self.kind, self.names, self.source[rows], self.partition[rows], self.offset[rows])
+        ts = None if self.timestamp is None else self.timestamp[rows]
+        return Positions(self.kind, self.names, self.source[rows], self.partition[rows], self.offset[rows], ts)
 
     def describe(self, i: int) -> dict[str, Any]:
         """The position of message ``i`` alone, for a dead letter."""
@@ -334,7 +338,8 @@ class Pipeline:
     config_digest
         Digest of the detection settings, part of every alert id.
     max_message_bytes
-        Larger messages are dead letters.
+        Larger messages are dead letters; so are events dated more than ``settings.max_future_ms`` after
+        their Kafka message.
     """
 
     def __init__(
@@ -350,7 +355,9 @@ class Pipeline:
         self.scores = scores
         self.config_digest = config_digest
         self.decoder = Decoder(
-            {m: b.reference.schema for m, b in self.baselines.items()}, max_message_bytes=max_message_bytes
+            {m: b.reference.schema for m, b in self.baselines.items()},
+            max_message_bytes=max_message_bytes,
+            max_future_ms=settings.max_future_ms,
         )
         self._settings = settings
         self.monitors = {m: build_monitor(b, settings) for m, b in self.baselines.items()}
@@ -369,7 +376,7 @@ class Pipeline:
 
     def process(self, values: Sequence[bytes | None], positions: Positions) -> ChunkResult:
         """Decode and detect on one chunk; returns alerts and dead letters in stream order."""
-        return self.process_decoded(self.decoder.decode(values), positions)
+        return self.process_decoded(self.decoder.decode(values, positions.timestamp), positions)
 
     def process_decoded(self, decoded: DecodeResult, positions: Positions) -> ChunkResult:
         """Detect on one chunk decoded by a :class:`Decoder` of the same schemas (possibly in another

@@ -192,6 +192,7 @@ def replay_topic(
                 zeros,
                 np.asarray([m.partition() for m in msgs], np.int32),
                 np.asarray([m.offset() for m in msgs], np.int64),
+                np.asarray([m.timestamp()[1] for m in msgs], np.int64),
             )
             tally.add(pipeline.process(values, positions))
         tally.add(pipeline.flush())

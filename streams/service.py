@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from itertools import compress
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -101,6 +102,7 @@ def kafka_positions(msgs: list[Any]) -> Positions:
         src,
         np.fromiter(map(Message.partition, msgs), np.int32, n),
         np.fromiter(map(Message.offset, msgs), np.int64, n),
+        np.fromiter(map(itemgetter(1), map(Message.timestamp, msgs)), np.int64, n),
     )
 
 
@@ -349,7 +351,7 @@ class Service:
             msgs, at = list(compress(msgs, keep.tolist())), at.take(keep)
         fetched = _Fetched(msgs, list(map(Message.value, msgs)), at, feedback, ends, n_fetched)
         if self._ahead is not None and msgs:
-            fetched.decoding = self._ahead.submit(fetched.values)
+            fetched.decoding = self._ahead.submit(fetched.values, fetched.positions.timestamp)
         return fetched
 
     def _finish_ready(self, more_coming: bool) -> None:
@@ -367,7 +369,8 @@ class Service:
             if self._ahead is None:
                 out = self.pipeline.process(fetched.values, positions)
             else:
-                out = self.pipeline.process_decoded(self._ahead.result(fetched.decoding, fetched.values), positions)
+                decoded = self._ahead.result(fetched.decoding, fetched.values, positions.timestamp)
+                out = self.pipeline.process_decoded(decoded, positions)
             self._publish(out)
             for model_id in out.events_by_model:
                 self._last_event_at[model_id] = now

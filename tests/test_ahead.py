@@ -54,6 +54,12 @@ def test_chunks_come_back_decoded_in_order_as_here() -> None:
         assert_same(ahead.result(ahead.submit(again), again), decoder.decode(again))
         big = chunk(1000, 300)  # larger than a slot: through the pipe
         assert_same(ahead.result(ahead.submit(big), big), decoder.decode(big))
+        # with the messages' timestamps: events dated an hour and more after theirs are dead letters there too
+        rts = np.arange(4_000_000, 4_000_100, dtype=np.int64) - np.where(np.arange(100) % 10 == 0, 3_600_001, 0)
+        dated = chunk(4_000_000, 100)  # (an event's ts is its number)
+        got = ahead.result(ahead.submit(dated, rts), dated, rts)
+        assert_same(got, decoder.decode(dated, rts))
+        assert sum(d.reason == "future_ts" for d in got.dead) == 10
     finally:
         ahead.close()
     assert not ahead.alive

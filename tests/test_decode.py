@@ -1096,3 +1096,35 @@ def test_decoder_pickles_with_its_native_path() -> None:
     copy = pickle.loads(pickle.dumps(decoder()))
     assert set(copy._scanners) == {"m", "r"}
     assert_same(decode_native_only(values, copy), careful(decoder(), values))
+
+
+def test_events_dated_after_their_message_beyond_the_limit_are_dead_letters() -> None:
+    """One event from a wrong clock would move event time on for every time window and rate: an event dated more
+    than ``max_future_ms`` after its Kafka message is a dead letter ``future_ts``; up to the limit, before it, or
+    without a message timestamp (negative), or without ``record_ts`` (a file), it is decoded."""
+    hour = 3_600_000
+    values: list[bytes | None] = [
+        raw(0),
+        raw(1, ts=T0 + 2 * hour),  # two hours after its message: a dead letter
+        raw(2, ts=T0 + hour),  # exactly the limit: kept
+        b"{",  # a dead letter of another reason, between them
+        raw(4, model_id="r", features={"x": 1.0}, ts=T0 + 5 * hour),  # another model's: a dead letter too
+        raw(5, ts=T0 + 9 * hour),  # no message timestamp: kept
+        raw(6, ts=T0 - 9 * hour),  # long before its message: kept (late data is the windows' business)
+    ]
+    record_ts = np.array([T0, T0, T0, T0, T0, -1, T0], dtype=np.int64)
+    out = decoder().decode(values, record_ts)
+    assert [(d.index, d.reason) for d in out.dead] == [(1, "future_ts"), (3, "not_json"), (4, "future_ts")]
+    assert out.dead[0].raw == values[1] and "7200000 ms after" in out.dead[0].detail
+    assert [(mb.model_id, mb.batch.event_id.tolist(), mb.index.tolist()) for mb in out.batches] == [
+        ("m", ["e0", "e2", "e5", "e6"], [0, 2, 5, 6])
+    ]
+    assert "future_ts" in REASONS
+    # no record timestamps, or no limit: every event is decoded
+    for dec, rts in ((decoder(), None), (decoder(max_future_ms=None), record_ts)):
+        kept = dec.decode(values, rts)
+        assert [d.index for d in kept.dead] == [3] and sum(len(mb.batch) for mb in kept.batches) == 6
+    with pytest.raises(ValueError, match="record_ts"):
+        decoder().decode(values, record_ts[:3])
+    with pytest.raises(ValueError, match="max_future_ms"):
+        decoder(max_future_ms=-1)

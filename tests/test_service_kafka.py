@@ -644,6 +644,8 @@ def test_run_sends_bad_messages_to_dead_letters_and_keeps_running(
         (b"\xff\xfe not utf-8 \xc3", "not_utf8"),
         (b"[1, 2, 3]", "not_object"),
         (orjson.dumps(_event(900_004, ts="yesterday")), "bad_type"),
+        # dated two hours after the message's own timestamp (now): a wrong clock
+        (orjson.dumps(_event(900_005, ts=int(time.time() * 1000) + 7_200_000)), "future_ts"),
     ]
     # Interleave: the bad messages spread over the stream, the last one after most good events.
     values: list[bytes | None] = []
