@@ -210,7 +210,7 @@ class AdversarialArtifact:
     tau_knn: float  #: mean distance to the k nearest recent queries below this is tighter than benign
     tau_close: float  #: closer than benign clients come, but not a duplicate (synthetic extraction)
     p_close: float  #: benign rate of such "close" queries
-    cos_line: float  #: |cos| of consecutive steps above this is a line search
+    cos_line: float  #: |cos| of consecutive steps above this is a line search (2: none, benign steps line up)
     margin_low: float  #: top-1 minus top-2 probability below this is "on the boundary"
     rate_max: float  #: normal per-client rate ceiling, events/s (decayed with ``rate_tau_s``)
     rate_tau_s: float
@@ -362,7 +362,10 @@ class AdversarialArtifact:
         d1c = d1_cls[np.isfinite(d1_cls)]
         tau_close = max(float(np.quantile(d1c, 0.01)), 2 * tau_near)
         p_close = max(float(np.mean((d1c >= tau_near) & (d1c < tau_close))), 0.01)
-        cos_line = float(min(0.99, max(0.9, np.quantile(cos_all, 1 - quantile) + 0.05)))
+        cos_q = float(np.quantile(cos_all, 1 - quantile)) if len(cos_all) else 0.0
+        # in a few dimensions benign steps line up too (in 2, one in eleven is within 8 degrees of the last one): a
+        # line test they pass more often than ``quantile`` tells nothing, and is off (|cos| never exceeds 2)
+        cos_line = float(min(0.99, max(0.9, cos_q + 0.05))) if cos_q < 0.99 else 2.0
         top2 = -np.sort(-np.nan_to_num(p, nan=0.0), axis=1)[:, :2] if p.shape[1] >= 2 else np.ones((len(p), 2))
         margin = top2[:, 0] - top2[:, 1]
         margin_low = float(np.quantile(margin, 0.01))
@@ -1004,6 +1007,9 @@ class AdversarialDetector:
         self.probe_log_bits = probe_log_bits
         self.probe_blocks = probe_blocks
         self._probe_limit = min(probe_blocks, artifact.probe_blocks)
+        # bands of blocks that hold a column: with fewer than 29 features the last bands are empty, match every
+        # query, and the 4-bit block hashes of two unrelated queries then agree often enough to look like a probe
+        self._bands = min(_PROBE_BANDS, -(-min(artifact.n_features, _FP_BLOCKS) // (_FP_BLOCKS // _PROBE_BANDS)))
         self.probe_window_s = probe_window_s
         self.probe_share = probe_share
         self.max_campaigns = max_campaigns
@@ -1524,7 +1530,7 @@ class AdversarialDetector:
         which events are new (no copy of a logged query of any client).
         """
         n = len(slots)
-        nb = _PROBE_BANDS
+        nb = self._bands
         cap = len(self._plog)
         base = self._pn  # log position of the batch's first event
         vals = self._scratch.get("px.vals", (n, _PROBE_COLS), np.int64)  # the events' log entries
@@ -1535,10 +1541,10 @@ class AdversarialDetector:
         vals[:, 5] = slots
         vals[:, 6] = _NO_SEQ
         # slot values of the events, (band, event) flattened: the band's 2 fingerprint bytes (4 blocks) as a tag
-        tag = np.ascontiguousarray(fp).view(np.uint16).T.astype(np.int64)  # (nb, n)
+        tag = np.ascontiguousarray(fp).view(np.uint16).T[:nb].astype(np.int64)  # (nb, n)
         mine = (tag << 48) | (base + 1 + np.arange(n, dtype=np.int64))[None, :]
         minef = mine.ravel()
-        posf = pos.ravel()
+        posf = pos[:nb].ravel()
         o, ps = _stable_order(posf)
         same = np.r_[False, ps[1:] == ps[:-1]]
         prev_of = np.empty(nb * n, dtype=np.int64)

@@ -1298,3 +1298,28 @@ def test_benign_clients_on_discrete_features_do_not_alarm(kind: str) -> None:
         )
         opened = [a for a in ev if a.kind == "evasion_probing" and a.status == "open"]
         assert [a.client_id for a in opened] == ["eve"] and opened[0].event_index < 10
+
+
+@pytest.mark.parametrize("f", [1, 2, 3])
+def test_benign_clients_of_a_model_with_few_features_do_not_alarm(f: int) -> None:
+    """In one to three dimensions benign consecutive queries line up (in one, always), and most fingerprint blocks
+    hold no column: the line test is off (the artifact finds benign steps passing it) and the probe table reads
+    only the bands that hold a column (an empty band matches every query, and two unrelated queries' 4-bit block
+    hashes agree often enough to look like a probe hit). Before, every client of a one-feature model was a search
+    and clients of a two-feature model formed campaigns."""
+    rng = np.random.default_rng(50 + f)
+    w = rng.normal(size=(f, 3))
+
+    def proba(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        return softmax(x @ w)
+
+    xr = rng.normal(size=(3000, f))
+    art = AdversarialArtifact.fit(xr, proba(xr))
+    assert art.cos_line > 1
+    n = 12_000
+    x = rng.normal(size=(n, f))
+    c = np.array([f"user{u}" for u in rng.integers(0, 200, n)], dtype=object)
+    t = np.sort(rng.integers(0, 3_600_000, n))
+    b = EventBatch.from_arrays(x, client_id=c, ts=t, proba=proba(x), event_id=np.arange(n).astype(str))
+    out = det(art).update(b, seq=0)
+    assert [a for a in out if a.kind == "evasion_probing"] == []
