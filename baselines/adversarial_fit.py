@@ -46,7 +46,8 @@ def fit_adversarial(
 
 def fit_adversarial_from_batch(batch: EventBatch, *, seed: int = 0, **params: Any) -> AdversarialArtifact:
     """:func:`fit_adversarial` from a decoded reference batch (rows without probabilities are dropped; the
-    batch's client ids and times calibrate the rate ceiling when every event has a client id)."""
+    batch's client ids and times calibrate the rate ceiling, and the clients' own query sequences, when every
+    event has a client id)."""
     if batch.proba.shape[1] < 2:
         raise ValueError("the adversarial artifact needs class probabilities in the reference events")
     keep = ~np.isnan(batch.proba).any(axis=1)
@@ -54,8 +55,8 @@ def fit_adversarial_from_batch(batch: EventBatch, *, seed: int = 0, **params: An
     return fit_adversarial(
         batch.numeric[keep],
         batch.proba[keep],
-        client_id=batch.client_id if has_clients else None,
-        ts=batch.ts if has_clients else None,
+        client_id=batch.client_id[keep] if has_clients else None,
+        ts=batch.ts[keep] if has_clients else None,
         seed=seed,
         **params,
     )

@@ -298,8 +298,12 @@ class AdversarialArtifact:
         ``features`` (n, F) and ``proba`` (n, K) are reference events; with ``client_id`` and ``ts``
         (ms) the normal per-client rate is measured, else ``default_rate_max`` (events/s) is used.
         Benign query streams are simulated from the reference rows twice — in random order and
-        sorted by predicted class (the worst benign case: a client of one class) — and the
-        thresholds are set at ``quantile`` of their neighbour statistics, halved for margin.
+        sorted by predicted class (the worst benign case: a client of one class) — and, when
+        ``client_id`` and ``ts`` are those of the rows (the same length), taken as the reference
+        clients sent them, each client's rows in time order; the thresholds are set at ``quantile``
+        of their neighbour statistics, halved for margin, and the benign rate of "close" queries is
+        the larger of a one-class client's and that of the reference client (with ``history`` rows
+        or more) who sent them most often.
         ``history`` (24) is the per-client window: long enough that an attacker mixing benign queries 1:1
         into a synthetic-extraction round (children 10 queries after their seeds) still has the seeds in it.
         """
@@ -342,14 +346,19 @@ class AdversarialArtifact:
         )
         z = art.embed(x).astype(np.float64)
         pred = np.argmax(np.nan_to_num(p, nan=-1.0), axis=1)
-        d1s, knns, coss, d1_cls = [], [], [], None
-        orders = (rng.permutation(len(z)), np.lexsort((rng.random(len(z)), pred)))
+        d1s, knns, coss = [], [], []
+        orders = [rng.permutation(len(z)), np.lexsort((rng.random(len(z)), pred))]
+        sequences = client_id is not None and ts is not None and len(client_id) == len(ts) == len(x)  # type: ignore[arg-type]
+        if sequences:
+            # the reference clients' own sequences, in time order: a real client's consecutive queries can be far
+            # closer than random rows (a sensor's readings change slowly, a machine warms up along one direction)
+            codes = np.unique(np.asarray(client_id, dtype=object).astype(str), return_inverse=True)[1]
+            orders.append(np.lexsort((np.asarray(ts, dtype=np.int64), codes.reshape(-1))))
         for order in orders:
             d1, knn, cs = _stream_stats(z[order], history, k)
             d1s.append(d1)
             knns.append(knn)
             coss.append(cs)
-            d1_cls = d1
         d1_all = np.concatenate(d1s)
         d1_all = d1_all[np.isfinite(d1_all) & (d1_all > 0)]
         knn_all = np.concatenate(knns)
@@ -358,10 +367,24 @@ class AdversarialArtifact:
         cos_all = cos_all[np.isfinite(cos_all)]
         tau_near = 0.5 * float(np.quantile(d1_all, quantile))
         tau_knn = 0.5 * float(np.quantile(knn_all, quantile))
-        assert d1_cls is not None
-        d1c = d1_cls[np.isfinite(d1_cls)]
+        d1c = d1s[1][np.isfinite(d1s[1])]  # a client of one class
         tau_close = max(float(np.quantile(d1c, 0.01)), 2 * tau_near)
-        p_close = max(float(np.mean((d1c >= tau_near) & (d1c < tau_close))), 0.01)
+        close = (d1c >= tau_near) & (d1c < tau_close)
+        p_close = max(float(np.mean(close)), 0.01)
+        if sequences:
+            # the test is per client: the closest-sending reference client with a full history sets the rate (a
+            # slow sensor's readings are close more often than the average sensor's), at the lower 5% bound of its
+            # rate (the largest of many clients' plain rates is mostly sampling noise when they all send alike)
+            g = codes.reshape(-1)[orders[2]]
+            first = np.r_[True, g[1:] != g[:-1]]  # (compared with the client before)
+            sent = np.bincount(g[~first], minlength=g.max() + 1)
+            near_close = (d1s[2] >= tau_near) & (d1s[2] < tau_close) & ~first
+            hits = np.bincount(g[near_close], minlength=g.max() + 1)
+            full = sent >= history
+            if (hits[full] > 0).any():
+                h, m = hits[full], sent[full]
+                lower = stats.beta.ppf(0.05, np.maximum(h, 1), m - h + 1)
+                p_close = max(p_close, float(np.where(h > 0, lower, 0.0).max()))
         cos_q = float(np.quantile(cos_all, 1 - quantile)) if len(cos_all) else 0.0
         # in a few dimensions benign steps line up too (in 2, one in eleven is within 8 degrees of the last one): a
         # line test they pass more often than ``quantile`` tells nothing, and is off (|cos| never exceeds 2)

@@ -1323,3 +1323,37 @@ def test_benign_clients_of_a_model_with_few_features_do_not_alarm(f: int) -> Non
     b = EventBatch.from_arrays(x, client_id=c, ts=t, proba=proba(x), event_id=np.arange(n).astype(str))
     out = det(art).update(b, seq=0)
     assert [a for a in out if a.kind == "evasion_probing"] == []
+
+
+def sensor_readings(rng: np.random.Generator, n: int, kind: str) -> npt.NDArray[np.float64]:
+    """One device's readings, one a second: a slow random walk, or slow oscillations (each at its own pace)."""
+    if kind == "walk":
+        return np.cumsum(rng.normal(0, 0.05, (n, F)), axis=0) + rng.normal(size=F) + rng.normal(0, 0.01, (n, F))
+    t = np.arange(n)[:, None] * 0.05
+    return np.sin(t * rng.uniform(0.5, 2.0, F) + rng.uniform(0, 6, F)) + rng.normal(0, 0.02, (n, F))
+
+
+@pytest.mark.parametrize("kind", ["walk", "sine"])
+def test_devices_sending_slowly_changing_readings_do_not_alarm(kind: str) -> None:
+    """A device's consecutive readings are far closer than random rows: calibrated on shuffled reference rows
+    alone, every device was a synthetic-extraction client (its queries "closer than benign clients come"). With
+    the reference clients' own sequences (client ids and times of the rows), the thresholds and the benign rate of
+    close queries are theirs, and no device is named; a client walking along the decision boundary still is."""
+    ref = [sensor_readings(np.random.default_rng(1000 + i), 60, kind) for i in range(100)]
+    xr = np.concatenate(ref)
+    clients = np.repeat([f"ref{i}" for i in range(100)], 60).astype(object)
+    times = np.tile(np.arange(60) * 1000, 100)
+    art = AdversarialArtifact.fit(xr, MODEL.proba(xr), client_id=clients, ts=times)
+    xs, cs, ts = [], [], []
+    for i in range(100):
+        xs.append(sensor_readings(np.random.default_rng(i), 200, kind))
+        cs += [f"dev{i}"] * 200
+        ts.append(np.arange(200) * 1000 + i)
+    x, c, t = np.concatenate(xs), np.array(cs, dtype=object), np.concatenate(ts)
+    o = np.argsort(t, kind="stable")
+    d = det(art)
+    out = d.update(batch(x[o], c[o], t[o]), seq=0)
+    assert [a for a in out if a.severity != "info" and a.kind != "query_flood"] == []
+    w = boundary_walk(np.random.default_rng(3))
+    ev = d.update(batch(w, ["eve"] * len(w), t.max() + 1 + np.arange(len(w)) * 500), seq=len(x))
+    assert [a.client_id for a in ev if a.kind == "evasion_probing" and a.status == "open"] == ["eve"]
