@@ -475,9 +475,9 @@ def _step_limits(x: F64, orders: Iterable[I64], rng: np.random.Generator, quanti
     steps change, at most ``max(2, F // 8)``; ``share`` is above the share of changed values moved by one amount in
     all but ``quantile`` of the others, at least ``_STRUCT_SHARE``. ``blocks`` is below the number of fingerprint
     blocks in which any of (at most 1,000) reference rows differs from its nearest other reference row that is not a
-    copy, at most 32. On continuous features all three are the fixed limits; on discrete ones
-    (binary flags, small counts) benign steps change few values, all by one amount, and rows often differ from
-    another in a column or two."""
+    copy, at most 32. On continuous features ``share`` and ``coords`` are the fixed limits and ``blocks`` is above
+    the detector's own; on discrete ones (binary flags, small counts) benign steps change few values, all by one
+    amount, and rows often differ from another in a column or two."""
     n, f = x.shape
     cols = np.arange(f) if f <= _RAW_COLS else np.sort(rng.choice(f, _RAW_COLS, replace=False))
     with np.errstate(over="ignore"):  # as the detector's raw values (see QueryFeaturizer)
