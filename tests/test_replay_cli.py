@@ -331,3 +331,20 @@ def test_replay_decoding_ahead_or_not_gives_the_same_alerts(store: Path, tmp_pat
         ok("replay", "--baselines", str(store), "--input", str(events), "--alerts", str(out), extra)
         outs.append(read_jsonl(out))
     assert outs[0] and outs[0] == outs[1]
+
+
+def test_baseline_build_warns_when_reference_events_have_no_client_id(tmp_path: Path) -> None:
+    """Without client ids the adversarial calibration cannot see the reference clients' own sequences; the build
+    says so (and still succeeds); with them, it does not."""
+    lines = []
+    for line in SyntheticStream().lines(1_000, seed=3):
+        e = orjson.loads(line)
+        e.pop("client_id")
+        lines.append(orjson.dumps(e))
+    proc = ok(
+        "baseline", "build", "--input", str(write_jsonl(tmp_path / "ref.jsonl", lines)), "--out", str(tmp_path / "s")
+    )
+    assert "no client_id" in proc.stderr
+    with_ids = write_jsonl(tmp_path / "ref-ids.jsonl", list(SyntheticStream().lines(1_000, seed=3)))
+    proc = ok("baseline", "build", "--input", str(with_ids), "--out", str(tmp_path / "s2"))
+    assert "client_id" not in proc.stderr
