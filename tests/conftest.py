@@ -63,12 +63,13 @@ def _wait_for_metadata(bootstrap: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Bootstrap address (``host:port``) of a running Apache Kafka broker."""
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path | None]]:
+    """Bootstrap address (``host:port``) of a running Apache Kafka broker, and the run directory of the one
+    started here (its ``pid`` file inside), or None for a broker given by ``$INFERWATCH_BOOTSTRAP``."""
     external = os.environ.get("INFERWATCH_BOOTSTRAP")
     if external:
         _wait_for_metadata(external)
-        yield external
+        yield external, None
         return
 
     run_dir = tmp_path_factory.mktemp("kafka-broker")
@@ -84,11 +85,17 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     bootstrap = words[-1]
     try:
         _wait_for_metadata(bootstrap)
-        yield bootstrap
+        yield bootstrap, run_dir
     finally:
         stopped = _broker_script("stop", run_dir, 60)
         if stopped.returncode != 0:
             print(f"warning: stopping the test broker in {run_dir} failed:\n{stopped.stderr}")
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_broker: tuple[str, Path | None]) -> str:
+    """Bootstrap address (``host:port``) of a running Apache Kafka broker."""
+    return kafka_broker[0]
 
 
 @pytest.fixture(scope="session")

@@ -840,6 +840,50 @@ def test_restart_after_sigkill_loses_nothing(
         assert first_of.setdefault(a["alert_id"], a) == a, f"two different records with id {a['alert_id']}"
 
 
+BROKER_PAUSE_S = 10.0  # longer than the consumer's session (6 s in these tests): the group drops the member
+
+
+def test_broker_paused_mid_stream_loses_nothing(
+    kafka_broker: tuple[str, Path | None], setup: Callable[..., ServiceProcess], baseline: tuple[Path, str]
+) -> None:
+    """The broker stops answering (paused, as in a long GC pause or a network partition) for longer than the
+    consumer's session, right after the incident's first alerts: the service keeps running, the group takes the
+    partition away and gives it back, and the stream is processed to its end. Every alert of a file replay is on
+    the topic; one published twice (events after the last commit processed again) is the same record twice."""
+    bootstrap, run_dir = kafka_broker
+    if run_dir is None:
+        pytest.skip("the broker is external ($INFERWATCH_BOOTSTRAP): this test pauses one it started itself")
+    pid = int((run_dir / "pid").read_text())
+    svc = setup().start()
+    lines = incident_lines()
+    ts = [ts_of(i) for i in range(len(lines))]
+    produce(bootstrap, svc.events_topic, lines[:INTERRUPT_AT], timestamps=ts[:INTERRUPT_AT])
+    svc.wait_for(
+        "the first part and the incident's open and update alerts",
+        lambda s: svc.consumed(s) >= INTERRUPT_AT and sum(samples_named(s, "inferwatch_alerts_total").values()) >= 2,
+    )
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(BROKER_PAUSE_S)
+        assert svc.proc is not None and svc.proc.poll() is None, f"the service stopped:\n{_tail(svc.log)}"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    produce(bootstrap, svc.events_topic, lines[INTERRUPT_AT:], timestamps=ts[INTERRUPT_AT:])
+    deadline = time.monotonic() + PROCESS_TIMEOUT_S
+    while committed_offsets(bootstrap, svc.group, svc.events_topic) != [N_EVENTS]:
+        assert svc.proc is not None and svc.proc.poll() is None, f"the service stopped:\n{_tail(svc.log)}"
+        assert time.monotonic() < deadline, f"offsets not committed to the end:\n{_tail(svc.log)}"
+        time.sleep(0.5)
+    rc = svc.terminate()
+    assert rc == 0, f"exit code {rc}; log:\n{_tail(svc.log)}"
+    alerts = [orjson.loads(m.value()) for m in read_topic(bootstrap, svc.alerts_topic)]
+    replayed = replay_file_alerts(baseline, lines, svc.log.parent, "paused")
+    assert {a["alert_id"] for a in alerts} == {a["alert_id"] for a in replayed}, "alerts lost or invented"
+    first_of: dict[str, dict[str, Any]] = {}
+    for a in alerts:
+        assert first_of.setdefault(a["alert_id"], a) == a, f"two different records with id {a['alert_id']}"
+
+
 def test_restart_with_other_detection_settings_starts_windows_afresh(
     kafka_bootstrap: str, setup: Callable[..., ServiceProcess]
 ) -> None:
