@@ -126,6 +126,10 @@ _RAW_COLS = 64
 _FP_BLOCKS = FP_BLOCKS
 _STRUCT_SHARE = 0.6  # a step with at least this share of its changed coordinates at one |delta| is structured
 _STRUCT_REL = 0.02  # |delta|s within this share of the median |delta| (plus float16 rounding) are one
+# Class flips among near-duplicates are evidence while benign near-duplicate pairs of the reference differ in class
+# at most this often (AdversarialArtifact.p_flip), measured on at least _FLIP_PAIRS of them
+_FLIP_BENIGN = 0.01
+_FLIP_PAIRS = 20
 # Probe hits (see ``AdversarialDetector._probe_pass``): the fingerprint's blocks in _PROBE_BANDS bands (consecutive
 # blocks), each band a salted key into its own part of the global probe table.
 _PROBE_BANDS = PROBE_BANDS
@@ -228,6 +232,9 @@ class AdversarialArtifact:
     #: a query differing from another client's in 1 to this many fingerprint blocks can be a probe hit: fewer than
     #: reference rows differ from their nearest other one (0: none, as on a few rare flags)
     probe_blocks: int
+    #: share of benign near-duplicate pairs (copies included) predicted differently; above ``_FLIP_BENIGN`` a class
+    #: flip is no evidence of a search (0: fewer than ``_FLIP_PAIRS`` such pairs to tell)
+    p_flip: float
     #: mean squared norm of the reference rows' projections (their spread; NaN: no population gate)
     spread: float = float("nan")
 
@@ -242,6 +249,7 @@ class AdversarialArtifact:
         meta.update({name: float(getattr(self, name)) for name in (*_FLOAT_FIELDS, "spread")})
         meta.update({name: int(getattr(self, name)) for name in (*_INT_FIELDS, "struct_coords", "probe_blocks")})
         meta["struct_share"] = float(self.struct_share)
+        meta["p_flip"] = float(self.p_flip)
         return arrays, meta
 
     @classmethod
@@ -261,6 +269,7 @@ class AdversarialArtifact:
                 struct_share=float(meta.get("struct_share", _STRUCT_SHARE)),
                 struct_coords=int(meta.get("struct_coords", max(2, len(center) // 8))),
                 probe_blocks=int(meta.get("probe_blocks", _FP_BLOCKS)),
+                p_flip=float(meta.get("p_flip", 0.0)),
                 spread=float(meta.get("spread", float("nan"))),
             )
         except KeyError as e:
@@ -343,10 +352,11 @@ class AdversarialArtifact:
             struct_share=_STRUCT_SHARE,
             struct_coords=0,
             probe_blocks=0,
+            p_flip=0.0,
         )
         z = art.embed(x).astype(np.float64)
         pred = np.argmax(np.nan_to_num(p, nan=-1.0), axis=1)
-        d1s, knns, coss = [], [], []
+        d1s, knns, coss, nns = [], [], [], []
         orders = [rng.permutation(len(z)), np.lexsort((rng.random(len(z)), pred))]
         sequences = client_id is not None and ts is not None and len(client_id) == len(ts) == len(x)  # type: ignore[arg-type]
         if sequences:
@@ -355,7 +365,8 @@ class AdversarialArtifact:
             codes = np.unique(np.asarray(client_id, dtype=object).astype(str), return_inverse=True)[1]
             orders.append(np.lexsort((np.asarray(ts, dtype=np.int64), codes.reshape(-1))))
         for order in orders:
-            d1, knn, cs = _stream_stats(z[order], history, k)
+            d1, knn, cs, nn = _stream_stats(z[order], history, k)
+            nns.append(nn)
             d1s.append(d1)
             knns.append(knn)
             coss.append(cs)
@@ -385,6 +396,15 @@ class AdversarialArtifact:
                 h, m = hits[full], sent[full]
                 lower = stats.beta.ppf(0.05, np.maximum(h, 1), m - h + 1)
                 p_close = max(p_close, float(np.where(h > 0, lower, 0.0).max()))
+        # near-duplicates (copies included) predicted differently: a boundary being walked, unless the model's
+        # class rests on what the detector does not see (categorical fields, features joined server-side): then
+        # benign near-duplicates differ in class too, and a class flip is no evidence
+        n_near = n_flip = 0
+        for o, d1, nn in zip(orders, d1s, nns, strict=True):
+            near = d1 < tau_near
+            n_near += int(near.sum())
+            n_flip += int((pred[o[near]] != pred[o[nn[near]]]).sum())
+        p_flip = n_flip / n_near if n_near >= _FLIP_PAIRS else 0.0
         cos_q = float(np.quantile(cos_all, 1 - quantile)) if len(cos_all) else 0.0
         # in a few dimensions benign steps line up too (in 2, one in eleven is within 8 degrees of the last one): a
         # line test they pass more often than ``quantile`` tells nothing, and is off (|cos| never exceeds 2)
@@ -421,6 +441,7 @@ class AdversarialArtifact:
             struct_share,
             struct_coords,
             probe_blocks,
+            p_flip,
             spread,
         )
 
@@ -443,12 +464,14 @@ def _cell_width(z: F64, upper: float, rng: np.random.Generator, target: float = 
     return float(w)
 
 
-def _stream_stats(z: F64, history: int, k: int) -> tuple[F64, F64, F64]:
+def _stream_stats(z: F64, history: int, k: int) -> tuple[F64, F64, F64, I64]:
     """Per row of a simulated client stream: distance to the nearest of the previous ``history``
-    rows, mean distance to the ``k`` nearest, and |cos| between consecutive steps."""
+    rows, mean distance to the ``k`` nearest, |cos| between consecutive steps, and which row the
+    nearest is (-1: none)."""
     n = len(z)
     d1 = np.full(n, np.inf)
     knn = np.full(n, np.inf)
+    nn = np.full(n, -1, dtype=np.int64)
     for s in range(0, n, 512):
         e = min(n, s + 512)
         lo = max(0, s - history)
@@ -457,13 +480,14 @@ def _stream_stats(z: F64, history: int, k: int) -> tuple[F64, F64, F64]:
         cols = np.arange(lo, e)[None, :]
         dd[(cols >= rows) | (cols < rows - history)] = np.inf
         d1[s:e] = dd.min(axis=1)
+        nn[s:e] = np.where(np.isfinite(d1[s:e]), lo + dd.argmin(axis=1), -1)
         part = np.sort(dd, axis=1)[:, :k]
         knn[s:e] = np.where(np.isfinite(part).all(axis=1), part.mean(axis=1), np.inf)
     step = np.diff(z, axis=0)
     nrm = np.linalg.norm(step, axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         cs = np.abs((step[1:] * step[:-1]).sum(1) / (nrm[1:] * nrm[:-1]))
-    return d1, knn, cs
+    return d1, knn, cs, nn
 
 
 def _step_limits(x: F64, orders: Iterable[I64], rng: np.random.Generator, quantile: float) -> tuple[float, int, int]:
@@ -1030,6 +1054,7 @@ class AdversarialDetector:
         self.probe_log_bits = probe_log_bits
         self.probe_blocks = probe_blocks
         self._probe_limit = min(probe_blocks, artifact.probe_blocks)
+        self._flips = bool(artifact.p_flip <= _FLIP_BENIGN)
         # bands of blocks that hold a column: with fewer than 29 features the last bands are empty, match every
         # query, and the 4-bit block hashes of two unrelated queries then agree often enough to look like a probe
         self._bands = min(_PROBE_BANDS, -(-min(artifact.n_features, _FP_BLOCKS) // (_FP_BLOCKS // _PROBE_BANDS)))
@@ -1840,7 +1865,7 @@ class AdversarialDetector:
         pood = pood_s[order]
         t_near, t_knn, t_close = art.tau_near * sc, art.tau_knn * sc, art.tau_close * sc
         near = d1 < t_near
-        flip = near & (e_pred[nb].astype(np.int64) != predo)
+        flip = near & (e_pred[nb].astype(np.int64) != predo) & self._flips
         tight = knn < t_knn
         mo = margin[order]
         low = near & (np.nan_to_num(mo, nan=1.0) < art.margin_low) & ~flip
@@ -2886,7 +2911,7 @@ class AdversarialDetector:
         # probe hits, so every other hit (most of them: popular inputs resent by many clients) is dropped here.
         h_s = slots[hi]
         h_o = np.where(self._uid[h_slot] == h_uid, h_slot, -1)  # -1: evicted since
-        flip_h = h_pred != pred[hi]
+        flip_h = (h_pred != pred[hi]) & self._flips
         # slots of this batch's flips and links, as a mask over the slots in use here (all below the largest)
         top = max(int(h_s.max(initial=0)), int(h_o.max(initial=0)), int(p_s.max(initial=0)), int(p_o.max(initial=0)))
         touched = self._scratch.get("camp.touched", (top + 1,), bool)

@@ -143,10 +143,10 @@ def test_artifact_round_trip(artifact: AdversarialArtifact) -> None:
     assert (back.struct_share, back.struct_coords, back.probe_blocks) == (0.6, 2, 15)  # continuous: the fixed limits
     with pytest.raises(SnapshotError):
         AdversarialArtifact.from_arrays(arrays, {**meta, "format": 99})
-    # a baseline built before the structured-step and probe limits were calibrated keeps the fixed ones
-    old = {k: v for k, v in meta.items() if k not in ("struct_share", "struct_coords", "probe_blocks")}
+    # a baseline built before the structured-step, probe and flip limits were calibrated keeps the fixed ones
+    old = {k: v for k, v in meta.items() if k not in ("struct_share", "struct_coords", "probe_blocks", "p_flip")}
     back = AdversarialArtifact.from_arrays(arrays, old)
-    assert (back.struct_share, back.struct_coords, back.probe_blocks) == (0.6, max(2, F // 8), 32)
+    assert (back.struct_share, back.struct_coords, back.probe_blocks, back.p_flip) == (0.6, max(2, F // 8), 32, 0.0)
 
 
 def test_benign_retry_client_does_not_alarm(artifact: AdversarialArtifact) -> None:
@@ -1357,3 +1357,31 @@ def test_devices_sending_slowly_changing_readings_do_not_alarm(kind: str) -> Non
     w = boundary_walk(np.random.default_rng(3))
     ev = d.update(batch(w, ["eve"] * len(w), t.max() + 1 + np.arange(len(w)) * 500), seq=len(x))
     assert [a.client_id for a in ev if a.kind == "evasion_probing" and a.status == "open"] == ["eve"]
+
+
+def test_partners_scoring_customers_of_a_model_deciding_on_fields_it_cannot_see_do_not_alarm() -> None:
+    """The model's class rests on categorical fields (the detector sees numeric features only) and its numeric
+    features are coarse bands: different customers are the same numeric input, predicted differently. Such class
+    flips among near-duplicates made campaigns of benign partners (boundary hits); the artifact measures how often
+    benign near-duplicates differ in class (``p_flip``) and, this often, flips are no evidence."""
+
+    def customers(n: int, r: np.random.Generator) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        bands = r.integers(0, 3, (n, 4)).astype(np.float64)
+        fields = r.integers(0, 5, (n, 3))
+        logits = np.stack([fields[:, 0] == 0, fields[:, 1] == 1, fields[:, 2] >= 3], 1) * 3.0 + bands[:, :3] * 0.2
+        return bands, softmax(logits)
+
+    xr, pr = customers(3000, np.random.default_rng(1))
+    clients = np.array([f"r{i}" for i in np.random.default_rng(2).integers(0, 100, 3000)], dtype=object)
+    art = AdversarialArtifact.fit(
+        xr, pr, client_id=clients, ts=np.sort(np.random.default_rng(3).integers(0, 3_600_000, 3000))
+    )
+    assert art.p_flip > 0.1
+    rng = np.random.default_rng(4)
+    n = 20_000
+    x, p = customers(n, rng)
+    c = np.array([f"partner{i}" for i in rng.integers(0, 50, n)], dtype=object)
+    t = np.sort(rng.integers(0, 3_600_000, n))
+    b = EventBatch.from_arrays(x, client_id=c, ts=t, proba=p, event_id=np.arange(n).astype(str))
+    out = det(art).update(b, seq=0)
+    assert [a for a in out if a.kind == "evasion_probing"] == []
