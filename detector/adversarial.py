@@ -948,6 +948,9 @@ class AdversarialDetector:
         Scores ``>=`` this count as out-of-distribution when ``ood`` is given as scores.
     heavy_hitters
         Capacity of the Space-Saving sketch.
+    ignore_clients
+        Client ids whose events are skipped, like events without one: internal batch jobs, load tests and health
+        checks that would otherwise be floods or heavy hitters.
 
     Examples
     --------
@@ -1000,6 +1003,7 @@ class AdversarialDetector:
         ood_window: int = 1024,
         ood_threshold: float = 0.5,
         heavy_hitters: int = 64,
+        ignore_clients: Iterable[str] = (),
     ) -> None:
         if max_clients < 1:
             raise ValueError(f"max_clients must be >= 1, got {max_clients}")
@@ -1074,6 +1078,7 @@ class AdversarialDetector:
         self.campaign_quiet_s = campaign_quiet_s
         self.ood_threshold = ood_threshold
         self.heavy_hitters = heavy_hitters
+        self.ignore_clients = frozenset(ignore_clients)
         # Salted index geometry: secret rotations, offsets and hash multipliers.
         key = hashlib.blake2b(salt, digest_size=16, person=b"inferwatch-adv").digest()
         irng = np.random.default_rng([int.from_bytes(key[:8], "little"), int.from_bytes(key[8:], "little"), seed])
@@ -1479,6 +1484,8 @@ class AdversarialDetector:
         if far.shape != (n,):
             raise SchemaMismatchError(f"far_ood has shape {far.shape}, batch has {n} events")
         keep: npt.NDArray[np.bool_] = batch.client_id != None  # noqa: E711 (elementwise on the object array)
+        if self.ignore_clients:
+            keep &= np.fromiter(map(self.ignore_clients.__contains__, batch.client_id), bool, n) ^ True
         every = bool(keep.all())
         rows = np.arange(n) if every else np.flatnonzero(keep)
         if len(rows) == 0:

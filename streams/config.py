@@ -166,6 +166,9 @@ class AdversarialSettings(_Frozen):
     campaign_interval_s: float = Field(
         2.0, ge=0, description="accounts joining a split-extraction campaign are named at most this often"
     )
+    ignore_clients: list[str] = Field(
+        default_factory=list, description="client ids skipped by this detector (internal batch jobs, load tests)"
+    )
 
 
 class BaselineSettings(_Frozen):
@@ -239,6 +242,8 @@ class Settings(_Frozen):
             "pseudonymize_key": None if a.pseudonymize_key is None else _secret_tag(a.pseudonymize_key),
             "campaign_interval_s": a.campaign_interval_s,
         }
+        if a.ignore_clients:  # (absent when empty: the digests, and so alert ids, of earlier configurations hold)
+            parts["adversarial"]["ignore_clients"] = sorted(a.ignore_clients)
         payload = json.dumps(parts, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

@@ -130,7 +130,7 @@ def build_monitor(baseline: LoadedBaseline, settings: Settings) -> ModelMonitor:
         key = d.pseudonymize_key.get_secret_value().encode() if d.pseudonymize_key else None
         adversarial = AdversarialDetector(
             baseline.adversarial, max_clients=d.max_clients, salt=d.salt.get_secret_value().encode(),
-            pseudonymize_key=key, campaign_interval_s=d.campaign_interval_s,
+            pseudonymize_key=key, campaign_interval_s=d.campaign_interval_s, ignore_clients=d.ignore_clients,
         )  # fmt: skip
     return ModelMonitor(
         ref, **settings.drift.monitor_args(), validator=validator, performance=performance, labels=labels,

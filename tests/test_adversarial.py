@@ -181,6 +181,17 @@ def test_flood_fires_query_flood(artifact: AdversarialArtifact) -> None:
     assert d.heavy_hitters_top(1)[0] == ("flooder", 2000, 0)
 
 
+def test_ignored_clients_are_skipped(artifact: AdversarialArtifact) -> None:
+    """An internal batch job at 100 queries/s is no flood when its id is ignored, and no heavy hitter; the same
+    queries from another id still are, in the same batch."""
+    x = np.random.default_rng(4).normal(size=(4000, F))
+    ids = np.array(["batch-job", "flooder"] * 2000, dtype=object)
+    d = det(artifact, ignore_clients=["batch-job"])
+    out = d.update(batch(x, ids, np.arange(4000) * 5), seq=0)
+    assert [a.client_id for a in out if a.kind == "query_flood" and a.status == "open"] == ["flooder"]
+    assert [k for k, _, _ in d.heavy_hitters_top(2)] == ["flooder"] and d.n_clients == 1
+
+
 def test_evicted_client_coming_back_restarts(artifact: AdversarialArtifact) -> None:
     rng = np.random.default_rng(5)
     d = det(artifact, max_clients=4, evict_chunk=1)

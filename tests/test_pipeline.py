@@ -242,8 +242,13 @@ def test_detection_digest_follows_the_adversarial_settings_without_carrying_secr
         Settings.model_validate({"adversarial": {"salt": "another salt"}}).detection_digest(),
         Settings.model_validate({"adversarial": {"max_clients": 10}}).detection_digest(),
         Settings.model_validate({"adversarial": {"pseudonymize_key": "k"}}).detection_digest(),
+        Settings.model_validate({"adversarial": {"ignore_clients": ["batch-job"]}}).detection_digest(),
     }
-    assert len(digests) == 4
+    assert len(digests) == 5
+    # no client ignored: the digest of a configuration without the setting
+    assert (
+        Settings.model_validate({"adversarial": {"ignore_clients": []}}).detection_digest() == base.detection_digest()
+    )
     # service-only settings (where to read, how often to checkpoint) keep the alert ids
     assert Settings.model_validate({"checkpoint": {"interval_s": 7}}).detection_digest() == base.detection_digest()
 
