@@ -1485,7 +1485,7 @@ class AdversarialDetector:
             raise SchemaMismatchError(f"far_ood has shape {far.shape}, batch has {n} events")
         keep: npt.NDArray[np.bool_] = batch.client_id != None  # noqa: E711 (elementwise on the object array)
         if self.ignore_clients:
-            keep &= np.fromiter(map(self.ignore_clients.__contains__, batch.client_id), bool, n) ^ True
+            keep &= ~np.fromiter(map(self.ignore_clients.__contains__, batch.client_id), bool, n)
         every = bool(keep.all())
         rows = np.arange(n) if every else np.flatnonzero(keep)
         if len(rows) == 0:
@@ -3076,8 +3076,9 @@ class AdversarialDetector:
             if cs_ != co_ and cs_ in self._camps and co_ in self._camps:
                 self._merge(cs_, co_)
         # A flip between near-duplicates from different clients: a boundary being probed. (A popular
-        # borderline input resent by many clients has a low margin but the same class: not a search.)
-        if other_pred == pred[i]:
+        # borderline input resent by many clients has a low margin but the same class: not a search. Nor is a flip
+        # where benign near-duplicates flip too, see AdversarialArtifact.p_flip.)
+        if other_pred == pred[i] or not self._flips:
             return None
         self._camp_hits[s] += 1
         if o >= 0:
