@@ -354,7 +354,9 @@ class AdversarialArtifact:
             probe_blocks=0,
             p_flip=0.0,
         )
-        z = art.embed(x).astype(np.float64)
+        # the float16 values the detector's rings keep: on discrete features many benign distances sit exactly at
+        # a threshold made from them (the "close" band's edge is the smallest benign step), and rounding decides
+        z = art.embed(x).astype(np.float16).astype(np.float64)
         pred = np.argmax(np.nan_to_num(p, nan=-1.0), axis=1)
         d1s, knns, coss, nns = [], [], [], []
         orders = [rng.permutation(len(z)), np.lexsort((rng.random(len(z)), pred))]
@@ -563,7 +565,8 @@ def _step_share(ua: npt.NDArray[np.uint16], ub: npt.NDArray[np.uint16]) -> F64:
         tol = _STRUCT_REL * med + rnd  # below med (rnd <= med / 4): unchanged coordinates never agree
         agree = np.abs(np.subtract(d, med[:, None], out=b), out=b) <= tol[:, None]
         n_agree = agree.view(np.uint8).sum(axis=1, dtype=np.uint8)
-    ok = (k >= 2) & (rnd <= 0.25 * med)
+    # (an infinite median, from values beyond float16's range, tells nothing and would let every value agree)
+    ok = (k >= 2) & (rnd <= 0.25 * med) & np.isfinite(med)
     return np.where(ok, n_agree / np.maximum(k, 1), 0.0)
 
 

@@ -408,13 +408,14 @@ def test_popular_borderline_inputs_with_noise_are_no_campaign(artifact: Adversar
     assert [a for a in out if a.client_id is None] == []
 
 
-@pytest.mark.parametrize("noise", [0.02, 0.2])
+@pytest.mark.parametrize("noise", [0.02, 0.3])
 def test_popular_ood_inputs_with_noise_are_no_warning_campaign(artifact: AdversarialArtifact, noise: float) -> None:
     """Many clients each send, among ordinary queries, a noisy copy of one of a few popular out-of-distribution
     inputs (a placeholder image): new ood inputs near other clients' ones, for many clients their first query. With
     little noise that is what a search split over new accounts looks like before it moves: at most an ``info``
     campaign. With more (copies the index still matches, but further apart than the reference's near-duplicates)
-    they are no walk steps at all."""
+    they are no walk steps at all. (At noise 0.2 a few of the 3,000 pairs per input fall within the near-duplicate
+    radius by chance, so whether the index happens to match one of them turns on its cell offsets.)"""
     rng = np.random.default_rng(16)
     blank = [np.full(F, 6.0) * rng.choice([-1.0, 1.0], size=F) for _ in range(5)]
     xs, cs, ood = [], [], []
@@ -1396,3 +1397,6 @@ def test_partners_scoring_customers_of_a_model_deciding_on_fields_it_cannot_see_
     b = EventBatch.from_arrays(x, client_id=c, ts=t, proba=p, event_id=np.arange(n).astype(str))
     out = det(art).update(b, seq=0)
     assert [a for a in out if a.kind == "evasion_probing"] == []
+    # nor are they synthetic extraction: a band's neighbours sit exactly at the smallest benign distance, the edge
+    # of the "close" band, which the calibration places on the float16 values the detector compares
+    assert [a for a in out if a.kind == "model_extraction" and a.severity != "info"] == []
