@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from baselines.build import LoadedBaseline, load_baseline
@@ -87,6 +87,13 @@ def make_pipeline(settings: Settings, baselines: Mapping[str, LoadedBaseline]) -
         max_message_bytes=settings.max_message_bytes,
         scores=settings.anomaly.enabled and settings.anomaly.scores_topic is not None,
     )
+
+
+#: Commit errors that mean the group reassigned this member's partitions (not a failure of the service).
+_MEMBERSHIP_LOST = frozenset(
+    (KafkaError.UNKNOWN_MEMBER_ID, KafkaError.ILLEGAL_GENERATION, KafkaError.REBALANCE_IN_PROGRESS,
+     KafkaError._ASSIGNMENT_LOST, KafkaError.FENCED_INSTANCE_ID)
+)  # fmt: skip
 
 
 def kafka_positions(msgs: list[Any]) -> Positions:
@@ -278,7 +285,12 @@ class Service:
         # offsets, so forget the partitions; the new owner reprocesses from the group's commit.
         # What was fetched is still detected on: the alerts it repeats carry the same ids.
         self._finish_ready(more_coming=False)
+        reached = {_key(tp): self._offsets[_key(tp)] for tp in parts if _key(tp) in self._offsets}
         self._forget(consumer, parts, "lost")
+        # This instance's windows hold the events up to where it got: should the partition come back to it before
+        # another member commits beyond that, it goes on from there (as from a checkpoint), not from the group's
+        # commit, which would count those events twice.
+        self._restored_offsets.update(reached)
 
     def _forget(self, consumer: Consumer, parts: list[TopicPartition], why: str) -> None:
         keys = {_key(tp) for tp in parts}
@@ -419,7 +431,16 @@ class Service:
         self.metrics.checkpoints.inc()
         tps = [TopicPartition(k.rsplit(":", 1)[0], int(k.rsplit(":", 1)[1]), v) for k, v in self._offsets.items()]
         if tps:
-            consumer.commit(offsets=tps, asynchronous=False)
+            try:
+                consumer.commit(offsets=tps, asynchronous=False)
+            except KafkaException as e:
+                if e.args[0].code() not in _MEMBERSHIP_LOST:
+                    raise
+                # The group dropped this member while the commit waited (the broker did not answer for longer
+                # than the session): the partitions are no longer ours to commit, and on_lost forgets them. Their
+                # next owner, this instance again perhaps, re-reads from the group's last commit.
+                log.warning("commit refused, the group no longer counts this member: %s", e.args[0].str())
+                return
         self._dirty = False
 
     def _observe_lag(self, consumer: Consumer) -> None:

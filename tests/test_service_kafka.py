@@ -847,9 +847,11 @@ def test_broker_paused_mid_stream_loses_nothing(
     kafka_broker: tuple[str, Path | None], setup: Callable[..., ServiceProcess], baseline: tuple[Path, str]
 ) -> None:
     """The broker stops answering (paused, as in a long GC pause or a network partition) for longer than the
-    consumer's session, right after the incident's first alerts: the service keeps running, the group takes the
-    partition away and gives it back, and the stream is processed to its end. Every alert of a file replay is on
-    the topic; one published twice (events after the last commit processed again) is the same record twice."""
+    consumer's session while the service works through events it already fetched: its checkpoints' commits wait
+    for the broker, the group drops the member meanwhile, and the commit is refused when the broker answers again
+    (it once ended the service). The service keeps running and gets the partition back; it goes on from where it
+    had got, not from the group's last commit (that counted events twice, and the alerts differed from a replay's),
+    and processes the stream to its end: the alerts of a file replay, each once."""
     bootstrap, run_dir = kafka_broker
     if run_dir is None:
         pytest.skip("the broker is external ($INFERWATCH_BOOTSTRAP): this test pauses one it started itself")
@@ -858,10 +860,7 @@ def test_broker_paused_mid_stream_loses_nothing(
     lines = incident_lines()
     ts = [ts_of(i) for i in range(len(lines))]
     produce(bootstrap, svc.events_topic, lines[:INTERRUPT_AT], timestamps=ts[:INTERRUPT_AT])
-    svc.wait_for(
-        "the first part and the incident's open and update alerts",
-        lambda s: svc.consumed(s) >= INTERRUPT_AT and sum(samples_named(s, "inferwatch_alerts_total").values()) >= 2,
-    )
+    svc.wait_for("the first events", lambda s: svc.consumed(s) >= 1_000)
     os.kill(pid, signal.SIGSTOP)
     try:
         time.sleep(BROKER_PAUSE_S)
@@ -876,12 +875,13 @@ def test_broker_paused_mid_stream_loses_nothing(
         time.sleep(0.5)
     rc = svc.terminate()
     assert rc == 0, f"exit code {rc}; log:\n{_tail(svc.log)}"
+    log_text = svc.log.read_text()
+    assert "lost [" in log_text, "the pause did not make the group drop the member"
     alerts = [orjson.loads(m.value()) for m in read_topic(bootstrap, svc.alerts_topic)]
     replayed = replay_file_alerts(baseline, lines, svc.log.parent, "paused")
-    assert {a["alert_id"] for a in alerts} == {a["alert_id"] for a in replayed}, "alerts lost or invented"
-    first_of: dict[str, dict[str, Any]] = {}
-    for a in alerts:
-        assert first_of.setdefault(a["alert_id"], a) == a, f"two different records with id {a['alert_id']}"
+    # the partition came back to this instance, which went on where it had got: each alert once, as in a replay
+    assert [a["alert_id"] for a in alerts] == [a["alert_id"] for a in replayed]
+    assert _without_source(alerts) == _without_source(replayed)
 
 
 def test_restart_with_other_detection_settings_starts_windows_afresh(
