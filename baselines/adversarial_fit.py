@@ -8,6 +8,7 @@ hand tuning because every threshold is a quantile of its own reference traffic.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,8 @@ from detector.adversarial import AdversarialArtifact
 from detector.schema import EventBatch
 
 __all__ = ["fit_adversarial", "fit_adversarial_from_batch"]
+
+log = logging.getLogger(__name__)
 
 
 def fit_adversarial(
@@ -52,6 +55,12 @@ def fit_adversarial_from_batch(batch: EventBatch, *, seed: int = 0, **params: An
         raise ValueError("the adversarial artifact needs class probabilities in the reference events")
     keep = ~np.isnan(batch.proba).any(axis=1)
     has_clients = bool(len(batch)) and all(c is not None for c in batch.client_id)
+    if not has_clients:
+        log.warning(
+            "some reference events have no client_id: the adversarial calibration sees the rows in random order "
+            "only, so clients that query similar inputs one after another (sessions, sensors) may raise "
+            "model_extraction and evasion_probing alerts; give every reference event its client_id"
+        )
     return fit_adversarial(
         batch.numeric[keep],
         batch.proba[keep],

@@ -84,12 +84,6 @@ def cmd_baseline_build(args: argparse.Namespace) -> int:
     schema = infer_schema(events, model_id)
     decoded = Decoder({model_id: schema}, max_message_bytes=s.max_message_bytes).decode(values)
     batch = next(b.batch for b in decoded.batches if b.model_id == model_id)
-    if batch.proba.shape[1] >= 2 and any(c is None for c in batch.client_id):
-        log.warning(
-            "some reference events have no client_id: the adversarial calibration sees the rows in random order "
-            "only, so clients that query similar inputs one after another (sessions, sensors) may raise "
-            "model_extraction and evasion_probing alerts; give every reference event its client_id"
-        )
     info = build_baseline(
         store,
         batch,
