@@ -27,7 +27,7 @@ from streams.errors import SourceError
 from streams.files import Progress, read_decoded_chunks
 from streams.kafka_io import PartitionRange, consumer_config, time_range_offsets
 from streams.pipeline import ChunkResult, Positions
-from streams.service import make_pipeline
+from streams.service import kafka_positions, make_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -184,17 +184,7 @@ def replay_topic(
             return tally.summary()
         consumer.assign([TopicPartition(r.topic, r.partition, r.start) for r in ranges])
         for msgs in _merged(consumer, ranges, settings.kafka.batch_size):
-            values = [m.value() for m in msgs]
-            zeros = np.zeros(len(msgs), np.int32)
-            positions = Positions(
-                "kafka",
-                (topic,),
-                zeros,
-                np.asarray([m.partition() for m in msgs], np.int32),
-                np.asarray([m.offset() for m in msgs], np.int64),
-                np.asarray([m.timestamp()[1] for m in msgs], np.int64),
-            )
-            tally.add(pipeline.process(values, positions))
+            tally.add(pipeline.process([m.value() for m in msgs], kafka_positions(msgs)))
         tally.add(pipeline.flush())
     finally:
         consumer.close()
