@@ -267,7 +267,7 @@ class AdversarialArtifact:
                 **{n: int(meta[n]) for n in _INT_FIELDS},
                 # absent from baselines built before they existed
                 struct_share=float(meta.get("struct_share", _STRUCT_SHARE)),
-                struct_coords=int(meta.get("struct_coords", max(2, len(center) // 8))),
+                struct_coords=int(meta.get("struct_coords", _fixed_coords(len(center)))),
                 probe_blocks=int(meta.get("probe_blocks", _FP_BLOCKS)),
                 p_flip=float(meta.get("p_flip", 0.0)),
                 spread=float(meta.get("spread", float("nan"))),
@@ -492,13 +492,19 @@ def _stream_stats(z: F64, history: int, k: int) -> tuple[F64, F64, F64, I64]:
     return d1, knn, cs, nn
 
 
+def _fixed_coords(f: int) -> int:
+    """The few-coordinates limit of a structured step before it was calibrated (baselines without
+    ``struct_coords`` keep it), and the most the calibration gives."""
+    return max(2, f // 8)
+
+
 def _step_limits(x: F64, orders: Iterable[I64], rng: np.random.Generator, quantile: float) -> tuple[float, int, int]:
     """Limits of the structured-step and probe tests that benign traffic stays within: ``(share, coords, blocks)``.
 
     Each row of the simulated client streams (``orders`` of the reference rows) is compared with the ``_RAW`` rows
     before it that differ from it, as the detector compares a query with its client's last queries. ``coords`` is
     below the number of float16 values (scaled to F, as in the detector's test) that all but ``quantile`` of these
-    steps change, at most ``max(2, F // 8)``; ``share`` is above the share of changed values moved by one amount in
+    steps change, at most ``_fixed_coords(F)``; ``share`` is above the share of changed values moved by one amount in
     all but ``quantile`` of the others, at least ``_STRUCT_SHARE``. ``blocks`` is below the number of fingerprint
     blocks in which any of (at most 1,000) reference rows differs from its nearest other reference row that is not a
     copy, at most 32. On continuous features ``share`` and ``coords`` are the fixed limits and ``blocks`` is above
@@ -523,7 +529,7 @@ def _step_limits(x: F64, orders: Iterable[I64], rng: np.random.Generator, quanti
     a = np.concatenate([p[0] for p in pairs])
     b = np.concatenate([p[1] for p in pairs])
     nnz = (v16[a] != v16[b]).sum(axis=1) * (f / len(cols))
-    coords = max(2, f // 8)
+    coords = _fixed_coords(f)
     if len(nnz):
         coords = max(0, min(coords, math.ceil(float(np.quantile(nnz, quantile, method="lower"))) - 1))
     dense = nnz > coords
@@ -2160,10 +2166,10 @@ class AdversarialDetector:
 
         Against each earlier query: ``changed`` blocks of the exact fingerprints differ, ``nnz`` float16 coordinates
         differ. A repeat changes no block. A structured step changes some, and either few coordinates (at most
-        ``max(2, F // 8)``, estimated from both) or, in the earlier query with the fewest changed coordinates, at
-        least ``_STRUCT_SHARE`` of them by the median |delta| (within ``_STRUCT_REL`` of it plus float16 rounding,
-        which must be small next to it). Each client's raw ring and its batch events are laid out as in
-        ``_process`` (float16 bit patterns), so the result does not depend on the batching."""
+        the artifact's ``struct_coords``, estimated from both) or, in the earlier query with the fewest changed
+        coordinates, at least its ``struct_share`` of them by the median |delta| (within ``_STRUCT_REL`` of it plus
+        float16 rounding, which must be small next to it). Each client's raw ring and its batch events are laid out
+        as in ``_process`` (float16 bit patterns), so the result does not depend on the batching."""
         n, fs = raw16.shape
         nb = fp.shape[1]
         f = self.artifact.n_features
