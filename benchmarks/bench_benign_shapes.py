@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -47,27 +48,27 @@ def softmax(z: F64) -> F64:
     return np.asarray(e / e.sum(axis=1, keepdims=True))
 
 
-def linear_model(f: int, k: int, seed: int) -> Callable[[F64], F64]:
-    w = np.random.default_rng(seed).normal(size=(f, k))
+def linear_model(rows: Callable[[np.random.Generator, int], F64], k: int, seed: int) -> Callable[[F64], F64]:
+    """A fixed softmax-linear model over ``rows``' features, standardized by a sample of 100 clients' rows."""
+    rng = np.random.default_rng(seed)
+    sample = np.concatenate([rows(rng, 20) for _ in range(100)])
+    mean, std = sample.mean(axis=0), sample.std(axis=0) + 1e-9
+    w = rng.normal(size=(sample.shape[1], k))
 
     def proba(x: F64) -> F64:
-        return softmax((x - x.mean(axis=0)) / (x.std(axis=0) + 1e-9) @ w)
+        return softmax((x - mean) / std @ w)
 
     return proba
 
 
-def per_client(rows: Callable[[np.random.Generator, int], F64], n_clients: int, per: int, gap_ms: int,
-               proba: Callable[[F64], F64], seed: int, prefix: str) -> Traffic:  # fmt: skip
-    """``n_clients`` clients each sending ``per`` rows (one sequence from ``rows``), ``gap_ms`` apart, at random
-    starts within the hour."""
+def client(rows: Callable[[np.random.Generator, int], F64], per: int, gap_ms: int, proba: Callable[[F64], F64],
+           seed: int, name: str) -> Traffic:  # fmt: skip
+    """One client sending ``per`` rows (one sequence from ``rows``), ``gap_ms`` apart, from a random start within
+    the hour."""
     rng = np.random.default_rng(seed)
-    xs, cs, ts = [], [], []
-    for c in range(n_clients):
-        xs.append(rows(rng, per))
-        cs += [f"{prefix}{c}"] * per
-        ts.append(int(rng.integers(0, HOUR_MS)) + np.arange(per, dtype=np.int64) * gap_ms)
-    x = np.concatenate(xs)
-    return Traffic(x, proba(x), np.array(cs, dtype=object), np.concatenate(ts))
+    x = rows(rng, per)
+    ts = int(rng.integers(0, HOUR_MS)) + np.arange(per, dtype=np.int64) * gap_ms
+    return Traffic(x, proba(x), np.full(per, name, dtype=object), ts)
 
 
 # ----------------------------------------------------------------------------------------- the trials
@@ -155,24 +156,30 @@ class Trial:
     expect_named: bool = False  # a case shown for contrast: it names clients
 
 
+def linear(name: str, rows: Callable[[np.random.Generator, int], F64], k: int, seed: int, *args: Any,
+           **kw: Any) -> Trial:  # fmt: skip
+    """A trial of ``rows`` scored by a fixed linear model with ``k`` classes (:func:`linear_model`)."""
+    return Trial(name, rows, linear_model(rows, k, seed), *args, **kw)
+
+
 def trials() -> list[Trial]:
     return [
-        Trial("binary flags (32)", flags(0.1, 0.9), linear_model(32, 4, 1), 30, 40),
-        Trial("rare flags (32)", flags(0.01, 0.12), linear_model(32, 4, 1), 30, 40),
-        Trial("small counts (32)", counts, linear_model(32, 4, 1), 30, 40),
-        Trial("amounts in cents (32, beyond float16)", amounts, linear_model(32, 4, 1), 30, 40),
-        Trial("1 feature", gaussian(1), linear_model(1, 3, 2), 30, 40),
-        Trial("2 features", gaussian(2), linear_model(2, 3, 2), 30, 40),
-        Trial("3 features", gaussian(3), linear_model(3, 3, 2), 30, 40),
-        Trial("sensors: slow random walk (8)", sensor("walk"), linear_model(8, 3, 3), 60, 200, 200, 1000),
-        Trial("sensors: slow oscillation (8)", sensor("oscillation"), linear_model(8, 3, 3), 60, 200, 200, 1000),
-        Trial("sensors: warm-up ramp (8)", sensor("ramp"), linear_model(8, 3, 3), 60, 200, 200, 1000),
-        Trial("sessions re-scored each minute (12)", session, linear_model(12, 3, 4), 30, 40, 300, 60_000),
-        Trial(
-            "sessions, reference without client ids", session, linear_model(12, 3, 4), 30, 40, 300, 60_000,
+        linear("binary flags (32)", flags(0.1, 0.9), 4, 1, 30, 40),
+        linear("rare flags (32)", flags(0.01, 0.12), 4, 1, 30, 40),
+        linear("small counts (32)", counts, 4, 1, 30, 40),
+        linear("amounts in cents (32, beyond float16)", amounts, 4, 1, 30, 40),
+        linear("1 feature", gaussian(1), 3, 2, 30, 40),
+        linear("2 features", gaussian(2), 3, 2, 30, 40),
+        linear("3 features", gaussian(3), 3, 2, 30, 40),
+        linear("sensors: slow random walk (8)", sensor("walk"), 3, 3, 60, 200, 200, 1000),
+        linear("sensors: slow oscillation (8)", sensor("oscillation"), 3, 3, 60, 200, 200, 1000),
+        linear("sensors: warm-up ramp (8)", sensor("ramp"), 3, 3, 60, 200, 200, 1000),
+        linear("sessions re-scored each minute (12)", session, 3, 4, 30, 40, 300, 60_000),
+        linear(
+            "sessions, reference without client ids", session, 3, 4, 30, 40, 300, 60_000,
             with_ids=False, expect_named=True,
         ),
-        Trial("bag of words (1,000 counts)", bag_of_words, linear_model(1000, 4, 5), 30, 20, 300),
+        linear("bag of words (1,000 counts)", bag_of_words, 4, 5, 30, 20, 300),
         Trial(
             "partners scoring customers, class decided by fields the detector does not see (4 bands)",
             customers, customer_model, 30, 400, 50, 1000, seen=4,
@@ -181,7 +188,7 @@ def trials() -> list[Trial]:
 
 
 def reference(t: Trial) -> tuple[F64, F64, npt.NDArray[np.object_] | None, npt.NDArray[np.int64] | None]:
-    parts = [per_client(t.rows, 1, t.ref_per, t.gap_ms, t.proba, 1000 + c, f"ref{c}-") for c in range(100)]
+    parts = [client(t.rows, t.ref_per, t.gap_ms, t.proba, 1000 + c, f"ref{c}") for c in range(100)]
     x = np.concatenate([p.x for p in parts])[:, : t.seen]
     proba = np.concatenate([p.proba for p in parts])
     if not t.with_ids:
@@ -190,7 +197,7 @@ def reference(t: Trial) -> tuple[F64, F64, npt.NDArray[np.object_] | None, npt.N
 
 
 def live(t: Trial) -> Traffic:
-    parts = [per_client(t.rows, 1, t.live_per, t.gap_ms, t.proba, c, f"c{c}-") for c in range(t.live_clients)]
+    parts = [client(t.rows, t.live_per, t.gap_ms, t.proba, c, f"c{c}") for c in range(t.live_clients)]
     x = np.concatenate([p.x for p in parts])[:, : t.seen]
     tr = Traffic(
         x,
